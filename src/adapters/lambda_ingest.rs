@@ -1,0 +1,90 @@
+//! The ingest Lambda: API Gateway (HTTP API v2, REST API v1) and function URL
+//! events in, [`Ingest`] decisions out.
+
+use crate::core::ingest::{IncomingRequest, Ingest};
+use crate::core::queue::Queue;
+use base64::Engine as _;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Request, Service};
+use lambda_runtime::LambdaEvent;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Set by [`Base64Guard`] on requests whose base64 body did not decode.
+/// Any copy sent by a client is removed first.
+const UNDECODABLE_BODY_MARKER: &str = "x-nectar-webhooks-undecodable-body";
+
+/// Answers one HTTP request with the shared ingest logic.
+pub async fn respond<Q: Queue>(ingest: &Ingest<Q>, request: Request) -> http::Response<String> {
+    let body: &[u8] = request.body().as_ref();
+    ingest
+        .respond(IncomingRequest {
+            method: request.method(),
+            path: request.uri().path(),
+            headers: request.headers(),
+            body,
+            body_undecodable: request.headers().contains_key(UNDECODABLE_BODY_MARKER),
+        })
+        .await
+}
+
+/// The whole Lambda handler as a service over raw Lambda events, so tests
+/// can drive exactly what the runtime drives.
+pub fn service<Q: Queue + 'static>(
+    ingest: Arc<Ingest<Q>>,
+) -> impl Service<LambdaEvent<LambdaRequest>, Response = impl serde::Serialize + Send, Error = Infallible, Future: Send>
+{
+    let handler = lambda_http::service_fn(move |request: Request| {
+        let ingest = Arc::clone(&ingest);
+        async move { Ok::<_, Infallible>(respond(&ingest, request).await) }
+    });
+    Base64Guard(Adapter::from(handler))
+}
+
+/// Runs the ingest Lambda until the runtime stops it.
+pub async fn run<Q: Queue + 'static>(ingest: Ingest<Q>) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(service(Arc::new(ingest))).await
+}
+
+/// lambda_http panics on a body that claims base64 and is not; this layer
+/// empties such bodies and marks the request, so it gets a 400 instead.
+#[derive(Clone)]
+pub struct Base64Guard<S>(S);
+
+impl<S> Service<LambdaEvent<LambdaRequest>> for Base64Guard<S>
+where
+    S: Service<LambdaEvent<LambdaRequest>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut event: LambdaEvent<LambdaRequest>) -> Self::Future {
+        guard_base64_body(&mut event.payload);
+        Box::pin(self.0.call(event))
+    }
+}
+
+fn guard_base64_body(request: &mut LambdaRequest) {
+    let (headers, body, is_base64_encoded) = match request {
+        LambdaRequest::ApiGatewayV1(r) => (&mut r.headers, &mut r.body, &mut r.is_base64_encoded),
+        LambdaRequest::ApiGatewayV2(r) => (&mut r.headers, &mut r.body, &mut r.is_base64_encoded),
+        #[allow(unreachable_patterns)]
+        _ => return,
+    };
+    headers.remove(UNDECODABLE_BODY_MARKER);
+    let decodes = |text: &String| base64::engine::general_purpose::STANDARD.decode(text).is_ok();
+    if *is_base64_encoded && !body.as_ref().is_none_or(decodes) {
+        *body = None;
+        *is_base64_encoded = false;
+        headers.insert(UNDECODABLE_BODY_MARKER, http::HeaderValue::from_static("1"));
+    }
+}

@@ -1,0 +1,57 @@
+//! Local mode's HTTP server: the same ingest logic as the Lambda, on a socket.
+
+use crate::core::ingest::{IncomingRequest, Ingest};
+use crate::core::queue::Queue;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Serves every path with ingest until `shutdown` resolves.
+pub async fn serve<Q: Queue + 'static>(
+    listener: TcpListener,
+    ingest: Arc<Ingest<Q>>,
+    max_body_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .fallback(move |State(ingest): State<Arc<Ingest<Q>>>, request: Request| handle(ingest, request, max_body_bytes))
+        .with_state(ingest);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn handle<Q: Queue>(ingest: Arc<Ingest<Q>>, request: Request, max_body_bytes: usize) -> Response {
+    let (parts, body) = request.into_parts();
+    // Reads at most one byte past the limit: enough for ingest to refuse it.
+    let body = read_capped(body, max_body_bytes.saturating_add(1)).await;
+    let Ok(body) = body else {
+        return (http::StatusCode::BAD_REQUEST, "could not read the request body").into_response();
+    };
+    let response = ingest
+        .respond(IncomingRequest {
+            method: &parts.method,
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            body: &body,
+            body_undecodable: false,
+        })
+        .await;
+    response.into_response()
+}
+
+async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, axum::Error> {
+    use http_body_util::BodyExt as _;
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = cap - collected.len();
+            collected.extend_from_slice(&data[..data.len().min(room)]);
+            if collected.len() >= cap {
+                break;
+            }
+        }
+    }
+    Ok(collected)
+}

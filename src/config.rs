@@ -1,0 +1,143 @@
+//! Configuration, read once from the environment at start-up and validated
+//! with messages that name the variable at fault (never its secret value).
+
+use crate::core::ingest::Limits;
+use crate::core::routing::{RouteError, RouteTable};
+use crate::core::sources::{Sources, SvixSource};
+use crate::core::verification::{DEFAULT_TOLERANCE_SECS, SecretError, SigningSecrets, SvixVerifier};
+use thiserror::Error;
+
+/// The signing secrets: one or more `whsec_…`, separated by spaces.
+pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+/// The ingest queue's URL.
+pub const QUEUE_URL: &str = "QUEUE_URL";
+/// The route table (see [`crate::core::routing`]).
+pub const ROUTES: &str = "ROUTES";
+/// Largest accepted body, in bytes.
+pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+/// Largest queue message, in bytes (SQS: 262144 by default, up to 1048576).
+pub const MAX_QUEUE_MESSAGE_BYTES: &str = "MAX_QUEUE_MESSAGE_BYTES";
+/// Timestamp tolerance in seconds; above 300 only for local invocation.
+pub const WEBHOOK_TOLERANCE_SECS: &str = "WEBHOOK_TOLERANCE_SECS";
+/// Set to `true` by `sam local`; allows a wider timestamp tolerance so
+/// committed sample events keep verifying.
+pub const AWS_SAM_LOCAL: &str = "AWS_SAM_LOCAL";
+
+/// A variable that is missing or unusable.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{variable}: {reason}")]
+    Invalid { variable: &'static str, reason: String },
+}
+
+/// Everything ingest needs.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub secrets: SigningSecrets,
+    pub tolerance_secs: u64,
+    pub limits: Limits,
+}
+
+impl IngestConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads from any lookup, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let secret = lookup(WEBHOOK_SECRET).ok_or(ConfigError::Missing(WEBHOOK_SECRET))?;
+        let secrets = SigningSecrets::parse(&secret)
+            .map_err(|err: SecretError| ConfigError::Invalid { variable: WEBHOOK_SECRET, reason: err.to_string() })?;
+        let tolerance_secs = number(&lookup, WEBHOOK_TOLERANCE_SECS, DEFAULT_TOLERANCE_SECS)?;
+        let local = lookup(AWS_SAM_LOCAL).as_deref() == Some("true");
+        if tolerance_secs > DEFAULT_TOLERANCE_SECS && !local {
+            return Err(ConfigError::Invalid {
+                variable: WEBHOOK_TOLERANCE_SECS,
+                reason: format!(
+                    "above {DEFAULT_TOLERANCE_SECS} s only for local invocation ({AWS_SAM_LOCAL}=true); it would let replays in"
+                ),
+            });
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_body_bytes: number(&lookup, MAX_BODY_BYTES, defaults.max_body_bytes)?,
+            max_queue_message_bytes: number(&lookup, MAX_QUEUE_MESSAGE_BYTES, defaults.max_queue_message_bytes)?,
+        };
+        Ok(Self { secrets, tolerance_secs, limits })
+    }
+
+    /// The webhook sources this configuration enables, by path name.
+    pub fn sources(&self) -> Sources {
+        Sources::default().with("nectar", SvixSource::new(SvixVerifier::new(self.secrets.clone(), self.tolerance_secs)))
+    }
+}
+
+/// The route table from `ROUTES`; everything to stdout when unset.
+pub fn routes_from_env() -> Result<RouteTable, ConfigError> {
+    routes_from_text(ROUTES, &std::env::var(ROUTES).unwrap_or_default())
+}
+
+/// Parses a route table, naming where it came from in errors.
+pub fn routes_from_text(origin: &'static str, text: &str) -> Result<RouteTable, ConfigError> {
+    RouteTable::parse(text)
+        .map_err(|err: RouteError| ConfigError::Invalid { variable: origin, reason: err.to_string() })
+}
+
+/// A variable that must be set.
+pub fn required(variable: &'static str) -> Result<String, ConfigError> {
+    std::env::var(variable).ok().filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(variable))
+}
+
+fn number<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match lookup(variable) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Invalid { variable, reason: format!("{text:?} is not a whole number") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<IngestConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        IngestConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn defaults_apply() {
+        let config = config(&[(WEBHOOK_SECRET, SECRET)]).unwrap();
+        assert_eq!(config.tolerance_secs, 300);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_the_secret() {
+        assert_eq!(config(&[]).unwrap_err(), ConfigError::Missing(WEBHOOK_SECRET));
+        let err = config(&[(WEBHOOK_SECRET, "whsec_not*base64")]).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_SECRET: entry 1"), "{err}");
+        assert!(!err.contains("not*base64"), "{err}");
+        let err = config(&[(WEBHOOK_SECRET, SECRET), (MAX_BODY_BYTES, "lots")]).unwrap_err();
+        assert!(err.to_string().starts_with("MAX_BODY_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn wide_tolerance_only_for_local_invocation() {
+        let wide = [(WEBHOOK_SECRET, SECRET), (WEBHOOK_TOLERANCE_SECS, "315360000")];
+        assert!(config(&wide).is_err());
+        let local = [wide[0], wide[1], (AWS_SAM_LOCAL, "true")];
+        assert_eq!(config(&local).unwrap().tolerance_secs, 315360000);
+    }
+}

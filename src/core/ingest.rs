@@ -1,0 +1,224 @@
+//! The ingest decision: from an HTTP request to "queued" or a refusal.
+//!
+//! Shared by the ingest Lambda and the local server, which only translate
+//! their transport's request into an [`IncomingRequest`] and the answer back.
+//! Every refusal and its status code is defined here, in [`IngestError`].
+
+use crate::core::clock::Clock;
+use crate::core::envelope::Envelope;
+use crate::core::queue::{Queue, QueueError};
+use crate::core::sources::{AuthError, Sources};
+use crate::core::verification::VerifyError;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+/// The path prefix before the source name: `/webhooks/{source}`.
+pub const WEBHOOK_PATH_PREFIX: &str = "webhooks";
+
+/// Size limits for what ingest accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bodies over this many bytes get a 413.
+    pub max_body_bytes: usize,
+    /// Queue messages (body plus attributes) over this many bytes get a 413.
+    pub max_queue_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 256 * 1024, max_queue_message_bytes: 256 * 1024 }
+    }
+}
+
+/// A request as any transport delivers it, body already decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingRequest<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// The transport said the body was base64 and it was not.
+    pub body_undecodable: bool,
+}
+
+/// Every way ingest can refuse a request, each with one status code.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("no webhook source at {0:?}")]
+    UnknownSource(String),
+    #[error("method {0} is not allowed; webhooks are POSTed")]
+    MethodNotAllowed(Method),
+    #[error("body is over the {limit}-byte limit")]
+    BodyTooLarge { limit: usize },
+    #[error("queue message of {size} bytes is over the {limit}-byte limit")]
+    QueueMessageTooLarge { size: usize, limit: usize },
+    #[error("body is marked base64 but does not decode")]
+    BodyNotBase64,
+    #[error(transparent)]
+    Authentication(#[from] AuthError),
+    #[error("queue did not accept the webhook: {0}")]
+    Queue(#[from] QueueError),
+}
+
+impl IngestError {
+    /// The one place refusals become status codes.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownSource(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge { .. } | Self::QueueMessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyNotBase64 => StatusCode::BAD_REQUEST,
+            Self::Authentication(auth) => match auth {
+                AuthError::MissingHeader(_) | AuthError::DuplicateHeader(_) | AuthError::MalformedHeader(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                AuthError::Verification(VerifyError::InvalidTimestamp | VerifyError::NoSupportedSignature) => {
+                    StatusCode::BAD_REQUEST
+                }
+                AuthError::Verification(_) => StatusCode::UNAUTHORIZED,
+            },
+            Self::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable, machine-readable name for logs, metrics and response bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownSource(_) => "unknown_source",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::QueueMessageTooLarge { .. } => "queue_message_too_large",
+            Self::BodyNotBase64 => "body_not_base64",
+            Self::Authentication(AuthError::MissingHeader(_)) => "missing_header",
+            Self::Authentication(AuthError::DuplicateHeader(_)) => "duplicate_header",
+            Self::Authentication(AuthError::MalformedHeader(_)) => "malformed_header",
+            Self::Authentication(AuthError::Verification(verify)) => match verify {
+                VerifyError::InvalidTimestamp => "invalid_timestamp",
+                VerifyError::TimestampTooOld { .. } => "timestamp_too_old",
+                VerifyError::TimestampInFuture { .. } => "timestamp_in_future",
+                VerifyError::NoSupportedSignature => "malformed_signature_header",
+                VerifyError::NoMatchingSignature => "signature_mismatch",
+            },
+            Self::Queue(_) => "queue_unavailable",
+        }
+    }
+}
+
+/// A webhook that was verified and queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub source: String,
+    pub id: String,
+}
+
+/// Verifies webhooks and queues them; answers 2xx only after the queue accepted.
+pub struct Ingest<Q> {
+    sources: Sources,
+    queue: Q,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+impl<Q: Queue> Ingest<Q> {
+    pub fn new(sources: Sources, queue: Q, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        Self { sources, queue, limits, clock }
+    }
+
+    /// Decides one request.
+    pub async fn handle(&self, request: IncomingRequest<'_>) -> Result<Accepted, IngestError> {
+        let source_name =
+            source_from_path(request.path).ok_or_else(|| IngestError::UnknownSource(request.path.into()))?;
+        let (source_name, authenticator) =
+            self.sources.get(source_name).ok_or_else(|| IngestError::UnknownSource(request.path.into()))?;
+        if request.method != Method::POST {
+            return Err(IngestError::MethodNotAllowed(request.method.clone()));
+        }
+        if request.body.len() > self.limits.max_body_bytes {
+            return Err(IngestError::BodyTooLarge { limit: self.limits.max_body_bytes });
+        }
+        if request.body_undecodable {
+            return Err(IngestError::BodyNotBase64);
+        }
+        let identity = authenticator.authenticate(request.headers, request.body, self.clock.now_unix())?;
+        let envelope = Envelope {
+            source: source_name.to_owned(),
+            id: identity.id,
+            timestamp: identity.timestamp,
+            body: Bytes::copy_from_slice(request.body),
+        };
+        let message = envelope.to_queue_message();
+        if message.size() > self.limits.max_queue_message_bytes {
+            return Err(IngestError::QueueMessageTooLarge {
+                size: message.size(),
+                limit: self.limits.max_queue_message_bytes,
+            });
+        }
+        self.queue.enqueue(message).await?;
+        Ok(Accepted { source: envelope.source, id: envelope.id })
+    }
+
+    /// Decides one request, logs the outcome in one line, and builds the answer.
+    pub async fn respond(&self, request: IncomingRequest<'_>) -> http::Response<String> {
+        let webhook_id = claimed_id(request.headers);
+        match self.handle(request).await {
+            Ok(accepted) => {
+                info!(webhook_id = %accepted.id, source = %accepted.source, bytes = request.body.len(), "webhook queued");
+                json_response(StatusCode::ACCEPTED, serde_json::json!({"status": "queued", "id": accepted.id}))
+            }
+            Err(err) => {
+                let status = err.status();
+                if status.is_server_error() {
+                    error!(webhook_id, reason = err.code(), detail = %err, "webhook not queued; sender will retry");
+                } else {
+                    warn!(webhook_id, reason = err.code(), detail = %err, status = status.as_u16(), "webhook rejected");
+                }
+                json_response(status, serde_json::json!({"error": err.code(), "message": err.to_string()}))
+            }
+        }
+    }
+}
+
+/// The source name in `/…/webhooks/{source}`, tolerating one trailing slash.
+fn source_from_path(path: &str) -> Option<&str> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (prefix, source) = path.rsplit_once('/')?;
+    let parent = prefix.rsplit('/').next()?;
+    (parent == WEBHOOK_PATH_PREFIX && !source.is_empty()).then_some(source)
+}
+
+/// The id the request claims, for log lines only; never trusted.
+fn claimed_id(headers: &HeaderMap) -> &str {
+    ["svix-id", "webhook-id"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|value| value.to_str().ok())
+        .map(|id| if id.len() > crate::core::sources::MAX_ID_LEN { "(overlong)" } else { id })
+        .unwrap_or("-")
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> http::Response<String> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .expect("static status and header are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_is_the_segment_after_webhooks() {
+        assert_eq!(source_from_path("/webhooks/nectar"), Some("nectar"));
+        assert_eq!(source_from_path("/webhooks/nectar/"), Some("nectar"));
+        assert_eq!(source_from_path("/Prod/webhooks/nectar"), Some("nectar"));
+        assert_eq!(source_from_path("/webhooks/"), None);
+        assert_eq!(source_from_path("/nectar"), None);
+        assert_eq!(source_from_path("/other/nectar"), None);
+        assert_eq!(source_from_path("/webhooks/nectar/extra"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! The core: everything about webhooks that knows nothing of Lambda or AWS.
+//!
+//! - [`verification`]: Svix signature checks.
+//! - [`sources`]: who may send, and how each source authenticates.
+//! - [`ingest`]: request → queued or refused, with every status code.
+//! - [`envelope`]: the queued message's format.
+//! - [`event`]: Nectar event types.
+//! - [`routing`]: the route table and its syntax.
+//! - [`router`]: routing and delivering a batch, once per destination.
+//! - [`dedup`]: remembering deliveries.
+//! - [`queue`], [`clock`]: ports to the outside.
+
+pub mod clock;
+pub mod dedup;
+pub mod envelope;
+pub mod event;
+pub mod ingest;
+pub mod queue;
+pub mod router;
+pub mod routing;
+pub mod sources;
+pub mod verification;

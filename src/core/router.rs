@@ -1,0 +1,239 @@
+//! The routing decision and its execution: from a queued message to its
+//! destinations, each reached once.
+//!
+//! The router Lambda and local mode's queue worker both hand batches to
+//! [`Router::route_batch`]; what reaching a destination means is the
+//! [`Deliver`] port's business.
+
+use crate::core::dedup::{SeenStore, StoreError};
+use crate::core::envelope::{DecodeError, Envelope};
+use crate::core::event::event_type_of;
+use crate::core::routing::{Destination, RouteTable};
+use std::future::Future;
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+/// One routed webhook as a destination receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub envelope: &'a Envelope,
+    pub event_type: &'a str,
+    /// The pattern of the rule that matched.
+    pub route: &'a str,
+}
+
+/// A destination refused or could not be reached; the record is retried.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
+
+/// Puts a delivery where a destination says.
+pub trait Deliver: Send + Sync {
+    fn deliver(
+        &self,
+        destination: &Destination,
+        delivery: &Delivery<'_>,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// Why one record was not fully delivered.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("undecodable message: {0}")]
+    Undecodable(#[from] DecodeError),
+    #[error("no route matches event type {0:?} (add a `*=...` rule, or `*=drop` to discard)")]
+    NoRoute(String),
+    #[error("{failed} of {total} destinations failed: {first}")]
+    Delivery { failed: usize, total: usize, first: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to a record that was fully handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub event_type: String,
+    pub route: String,
+    pub delivered: usize,
+    pub duplicates: usize,
+}
+
+/// One message of a batch, as its queue identifies it.
+#[derive(Debug)]
+pub struct Record {
+    /// The queue's id for the message, reported back when it failed.
+    pub id: String,
+    pub message: Result<Envelope, DecodeError>,
+}
+
+/// Routes webhooks by event type and delivers each to its destinations once.
+pub struct Router<D, S> {
+    table: RouteTable,
+    deliver: D,
+    seen: S,
+}
+
+impl<D: Deliver, S: SeenStore> Router<D, S> {
+    pub fn new(table: RouteTable, deliver: D, seen: S) -> Self {
+        Self { table, deliver, seen }
+    }
+
+    /// Routes every record on its own; returns the ids of those that failed,
+    /// so the queue redelivers only them.
+    pub async fn route_batch(&self, records: Vec<Record>) -> Vec<String> {
+        let mut failed = Vec::new();
+        for record in records {
+            let webhook_id = record.message.as_ref().map(|e| e.id.clone()).unwrap_or_else(|_| "-".into());
+            match self.route_record(record.message).await {
+                Ok(routed) => info!(
+                    webhook_id,
+                    event_type = %routed.event_type,
+                    route = %routed.route,
+                    delivered = routed.delivered,
+                    duplicates = routed.duplicates,
+                    "webhook routed"
+                ),
+                Err(err) => {
+                    error!(webhook_id, message_id = %record.id, error = %err, "webhook not routed; will be retried");
+                    failed.push(record.id);
+                }
+            }
+        }
+        failed
+    }
+
+    async fn route_record(&self, message: Result<Envelope, DecodeError>) -> Result<Routed, RecordError> {
+        let envelope = message?;
+        self.route(&envelope).await
+    }
+
+    /// Delivers one webhook to every destination of its route, skipping those
+    /// that already have it. Fails if any destination failed; those that
+    /// succeeded are remembered, so a retry reaches only the rest.
+    pub async fn route(&self, envelope: &Envelope) -> Result<Routed, RecordError> {
+        let event_type = event_type_of(&envelope.body);
+        let route = self.table.route(&event_type).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
+        let delivery = Delivery { envelope, event_type: &event_type, route: route.pattern.as_str() };
+        let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
+        for destination in &route.destinations {
+            let key = idempotency_key(envelope, destination);
+            if self.seen.contains(&key).await? {
+                warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
+                duplicates += 1;
+                continue;
+            }
+            match self.deliver.deliver(destination, &delivery).await {
+                Ok(()) => {
+                    self.seen.insert(&key).await?;
+                    delivered += 1;
+                }
+                Err(err) => failures.push(format!("{destination}: {err}")),
+            }
+        }
+        if let Some(first) = failures.first() {
+            return Err(RecordError::Delivery {
+                failed: failures.len(),
+                total: route.destinations.len(),
+                first: first.clone(),
+            });
+        }
+        Ok(Routed { event_type, route: route.pattern.as_str().to_owned(), delivered, duplicates })
+    }
+}
+
+fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
+    format!("{}/{}/{destination}", envelope.source, envelope.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::dedup::InMemorySeen;
+    use bytes::Bytes;
+    use std::sync::Mutex;
+
+    /// Records deliveries; fails for destinations named `file:broken`.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, String)>>);
+
+    impl Deliver for Recorder {
+        async fn deliver(&self, destination: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            if *destination == Destination::File("broken".into()) {
+                return Err(DeliveryError("broken on purpose".into()));
+            }
+            self.0.lock().unwrap().push((
+                destination.to_string(),
+                delivery.envelope.id.clone(),
+                delivery.event_type.to_owned(),
+            ));
+            Ok(())
+        }
+    }
+
+    fn envelope(id: &str, body: &str) -> Envelope {
+        Envelope { source: "nectar".into(), id: id.into(), timestamp: 0, body: Bytes::copy_from_slice(body.as_bytes()) }
+    }
+
+    fn router(routes: &str) -> Router<Recorder, InMemorySeen> {
+        Router::new(RouteTable::parse(routes).unwrap(), Recorder::default(), InMemorySeen::default())
+    }
+
+    fn record(id: &str, body: &str) -> Record {
+        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)) }
+    }
+
+    #[tokio::test]
+    async fn routes_by_event_type() {
+        let router = router("document.*=file:docs;*=stdout");
+        let failed = router
+            .route_batch(vec![
+                record("a", r#"{"eventType":"document.created.v2"}"#),
+                record("b", r#"{"eventType":"connection.updated"}"#),
+                record("c", "not json"),
+            ])
+            .await;
+        assert!(failed.is_empty());
+        let seen = router.deliver.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("file:docs".into(), "a".into(), "document.created.v2".into()),
+                ("stdout".into(), "b".into(), "connection.updated".into()),
+                ("stdout".into(), "c".into(), "unknown".into()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_webhook_twice_is_delivered_once() {
+        let router = router("*=stdout");
+        let body = r#"{"eventType":"document.created"}"#;
+        assert!(router.route_batch(vec![record("a", body), record("a", body)]).await.is_empty());
+        assert_eq!(router.deliver.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_failed_records_are_reported_and_retries_skip_delivered_destinations() {
+        let router = router("document.*=stdout,file:broken;*=stdout");
+        let failed = router
+            .route_batch(vec![
+                record("a", r#"{"eventType":"document.created"}"#),
+                Record { id: "sqs-poison".into(), message: Err(DecodeError::MissingAttribute("webhook-id")) },
+                record("b", r#"{"eventType":"connection.created"}"#),
+            ])
+            .await;
+        assert_eq!(failed, vec!["sqs-a".to_string(), "sqs-poison".to_string()]);
+
+        let retried = router.route_batch(vec![record("a", r#"{"eventType":"document.created"}"#)]).await;
+        assert_eq!(retried, vec!["sqs-a".to_string()]);
+        let stdout_copies = router.deliver.0.lock().unwrap().iter().filter(|(_, id, _)| id == "a").count();
+        assert_eq!(stdout_copies, 1);
+    }
+
+    #[tokio::test]
+    async fn unmatched_event_types_fail_rather_than_vanish() {
+        let router = router("document.*=stdout");
+        let failed = router.route_batch(vec![record("a", r#"{"eventType":"connection.created"}"#)]).await;
+        assert_eq!(failed, vec!["sqs-a".to_string()]);
+    }
+}

@@ -1,0 +1,12 @@
+//! nectar-webhooks: a serverless receiver for Nectar's Svix webhooks.
+//!
+//! [`core`] holds the webhook logic and knows nothing of Lambda or AWS;
+//! [`adapters`] connect it to Lambda, SQS, files and a local HTTP server;
+//! [`config`] reads the environment once at start-up; [`cli`] is the
+//! `nectar-webhooks` command.
+
+pub mod adapters;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod telemetry;

@@ -1,0 +1,182 @@
+//! The ingest Lambda's handler, driven with API Gateway and function URL
+//! events, queueing onto a real SQS-compatible server (moto).
+
+mod support;
+
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::tower::ServiceExt as _;
+use lambda_runtime::{Context, LambdaEvent, Service as _};
+use nectar_webhooks::adapters::lambda_ingest;
+use nectar_webhooks::adapters::sqs::SqsQueue;
+use nectar_webhooks::cli::lambda_events::Signed;
+use nectar_webhooks::config::IngestConfig;
+use nectar_webhooks::core::clock::FixedClock;
+use nectar_webhooks::core::envelope::{ATTR_BODY_ENCODING, ATTR_ID, ATTR_SOURCE, ATTR_TIMESTAMP, Envelope};
+use nectar_webhooks::core::ingest::{Ingest, Limits};
+use serde_json::Value;
+use std::sync::Arc;
+use support::*;
+
+const NOW: i64 = 1_764_201_600;
+const BODY: &[u8] = br#"{"eventType":"document.created.v2","id":"b2d4e6f8-1234-5678-9abc-def012345678"}"#;
+
+fn ingest_for(client: aws_sdk_sqs::Client, queue_url: &str, limits: Limits) -> Arc<Ingest<SqsQueue>> {
+    let config =
+        IngestConfig::from_lookup(|name| (name == "WEBHOOK_SECRET").then(|| SAMPLE_SECRET.to_owned())).unwrap();
+    Arc::new(Ingest::new(config.sources(), SqsQueue::new(client, queue_url), limits, Arc::new(FixedClock(NOW))))
+}
+
+/// Runs one raw Lambda event through the real handler; returns the status and body.
+async fn invoke(ingest: &Arc<Ingest<SqsQueue>>, event: Value) -> (u16, Value) {
+    let request: LambdaRequest = serde_json::from_value(event).expect("a valid Lambda HTTP event");
+    let mut service = lambda_ingest::service(Arc::clone(ingest));
+    let response = service.ready().await.unwrap().call(LambdaEvent::new(request, Context::default())).await.unwrap();
+    let response = serde_json::to_value(response).unwrap();
+    let status = response["statusCode"].as_u64().unwrap() as u16;
+    let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn signed<'a>(id: &'a str, signature: &'a str, body: &'a [u8]) -> Signed<'a> {
+    Signed { source: "nectar", id, timestamp: NOW, signature, body, base64_body: false }
+}
+
+fn signature(id: &str, timestamp: i64, body: &[u8]) -> String {
+    svix_headers(SAMPLE_SECRET, id, timestamp, body).remove(2).1
+}
+
+async fn fresh_queue() -> (aws_sdk_sqs::Client, String) {
+    let client = sqs_client();
+    let url = create_queue(&client, "ingest").await;
+    (client, url)
+}
+
+#[tokio::test]
+async fn every_event_shape_is_verified_and_queued_byte_for_byte() {
+    let (client, url) = fresh_queue().await;
+    let ingest = ingest_for(client.clone(), &url, Limits::default());
+    let sig = signature("msg_shapes", NOW, BODY);
+    let s = signed("msg_shapes", &sig, BODY);
+    for (shape, event) in [("http api", s.http_v2(false)), ("function url", s.http_v2(true)), ("rest api", s.rest_v1())]
+    {
+        let (status, body) = invoke(&ingest, event).await;
+        assert_eq!(status, 202, "{shape}: {body}");
+        assert_eq!(body["id"], "msg_shapes");
+    }
+    let messages = drain(&client, &url, 3).await;
+    assert_eq!(messages.len(), 3);
+    for message in &messages {
+        assert_eq!(message.body().unwrap().as_bytes(), BODY);
+        assert_eq!(attribute(message, ATTR_ID), Some("msg_shapes"));
+        assert_eq!(attribute(message, ATTR_TIMESTAMP), Some(NOW.to_string().as_str()));
+        assert_eq!(attribute(message, ATTR_SOURCE), Some("nectar"));
+    }
+}
+
+#[tokio::test]
+async fn base64_bodies_are_verified_on_the_decoded_bytes() {
+    let (client, url) = fresh_queue().await;
+    let ingest = ingest_for(client.clone(), &url, Limits::default());
+    let binary: &[u8] = b"\x00\xff not UTF-8, still signed \xfe";
+    for body in [BODY, binary] {
+        let sig = signature("msg_b64", NOW, body);
+        let event = Signed { base64_body: true, ..signed("msg_b64", &sig, body) }.http_v2(false);
+        assert_eq!(invoke(&ingest, event).await.0, 202);
+    }
+    let messages = drain(&client, &url, 2).await;
+    let bodies: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|m| {
+            let envelope = Envelope::from_queue_message(m.body().unwrap(), |name| attribute(m, name)).unwrap();
+            envelope.body.to_vec()
+        })
+        .collect();
+    assert!(bodies.contains(&BODY.to_vec()));
+    assert!(bodies.contains(&binary.to_vec()));
+    assert!(messages.iter().any(|m| attribute(m, ATTR_BODY_ENCODING) == Some("base64")));
+}
+
+#[tokio::test]
+async fn refusals_get_their_status_and_queue_nothing() {
+    let (client, url) = fresh_queue().await;
+    let ingest = ingest_for(client.clone(), &url, Limits { max_body_bytes: 1024, max_queue_message_bytes: 4096 });
+    let good = signature("msg_bad", NOW, BODY);
+    let stale = signature("msg_bad", NOW - 301, BODY);
+    let other_secret = svix_headers("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_bad", NOW, BODY).remove(2).1;
+    let big = vec![b'a'; 1025];
+    let big_sig = signature("msg_bad", NOW, &big);
+
+    let mut cases: Vec<(&str, u16, &str, Value)> = Vec::new();
+    cases.push(("wrong secret", 401, "signature_mismatch", signed("msg_bad", &other_secret, BODY).http_v2(false)));
+    cases.push(("tampered body", 401, "signature_mismatch", signed("msg_bad", &good, b"{}").http_v2(false)));
+    let mut event = signed("msg_bad", &stale, BODY).http_v2(false);
+    event["headers"]["svix-timestamp"] = (NOW - 301).to_string().into();
+    cases.push(("stale timestamp", 401, "timestamp_too_old", event));
+    let mut event = signed("msg_bad", &good, BODY).http_v2(false);
+    event["headers"].as_object_mut().unwrap().remove("svix-signature");
+    cases.push(("missing header", 400, "missing_header", event));
+    let mut event = signed("msg_bad", &good, BODY).http_v2(false);
+    event["headers"]["svix-timestamp"] = "yesterday".into();
+    cases.push(("malformed timestamp", 400, "invalid_timestamp", event));
+    let mut event = signed("msg_bad", &good, BODY).http_v2(false);
+    event["isBase64Encoded"] = true.into();
+    event["body"] = "this is not base64!".into();
+    cases.push(("undecodable base64 body", 400, "body_not_base64", event));
+    let mut event = signed("msg_bad", &good, BODY).http_v2(false);
+    event["requestContext"]["http"]["method"] = "GET".into();
+    cases.push(("GET", 405, "method_not_allowed", event));
+    let mut event = signed("msg_bad", &good, BODY).http_v2(false);
+    event["rawPath"] = "/webhooks/stripe".into();
+    cases.push(("unknown source", 404, "unknown_source", event));
+    cases.push(("body over the limit", 413, "body_too_large", signed("msg_bad", &big_sig, &big).http_v2(false)));
+    let mut event = signed("msg_bad", &good, BODY).http_v2(false);
+    event["headers"]["x-nectar-webhooks-undecodable-body"] = "1".into();
+    cases.push(("spoofed internal marker is ignored", 202, "", event));
+
+    for (case, status, code, event) in cases {
+        let (got, body) = invoke(&ingest, event).await;
+        assert_eq!(got, status, "{case}: {body}");
+        if status != 202 {
+            assert_eq!(body["error"], code, "{case}: {body}");
+        }
+    }
+    assert_eq!(drain(&client, &url, 1).await.len(), 1, "only the accepted request was queued");
+}
+
+#[tokio::test]
+async fn an_unreachable_queue_is_a_503_so_svix_retries() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = sqs_client_for(&format!("http://127.0.0.1:{closed_port}"));
+    let ingest = ingest_for(client, &format!("http://127.0.0.1:{closed_port}/123456789012/q"), Limits::default());
+    let sig = signature("msg_down", NOW, BODY);
+    let (status, body) = invoke(&ingest, signed("msg_down", &sig, BODY).http_v2(false)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "queue_unavailable");
+}
+
+#[tokio::test]
+async fn the_published_svix_example_is_accepted_at_its_time() {
+    let (client, url) = fresh_queue().await;
+    let config = IngestConfig::from_lookup(|name| {
+        (name == "WEBHOOK_SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
+    })
+    .unwrap();
+    let ingest = Arc::new(Ingest::new(
+        config.sources(),
+        SqsQueue::new(client.clone(), &url),
+        Limits::default(),
+        Arc::new(FixedClock(1614265330)),
+    ));
+    let body = br#"{"test": 2432232314}"#;
+    let event = Signed {
+        source: "nectar",
+        id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        timestamp: 1614265330,
+        signature: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        body,
+        base64_body: false,
+    };
+    assert_eq!(invoke(&ingest, event.http_v2(false)).await.0, 202);
+    let queued = drain(&client, &url, 1).await;
+    assert_eq!(queued[0].body().unwrap().as_bytes(), body);
+}

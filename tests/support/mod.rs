@@ -1,0 +1,174 @@
+//! Shared set-up for the black-box tests: a real SQS-compatible server
+//! (moto's, from the project's Python venv) started once per test binary.
+
+#![allow(dead_code)]
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{Credentials, Region};
+use aws_sdk_sqs::types::QueueAttributeName;
+use nectar_webhooks::core::verification::{SigningSecrets, sign};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The sample secret that `events/` and `env.json` are signed with.
+pub const SAMPLE_SECRET: &str = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";
+
+/// The endpoint of this test binary's moto server, started on first use.
+pub fn moto_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(start_moto)
+}
+
+fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    if venv.exists() { venv } else { PathBuf::from("moto_server") }
+}
+
+/// Starts moto on a free loopback port. A shell watchdog ends it when this
+/// test process ends, however it ends.
+fn start_moto() -> String {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = moto_server_path();
+    let script = format!(
+        "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+         while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $m",
+        parent = std::process::id()
+    );
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(&server)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {} (run `make test`, which installs it): {err}", server.display()));
+    std::thread::spawn(move || watchdog.wait());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server ({}) did not start on port {port}", server.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An SQS client for `endpoint` with test credentials.
+pub fn sqs_client_for(endpoint: &str) -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// An SQS client for the moto server.
+pub fn sqs_client() -> Client {
+    sqs_client_for(moto_endpoint())
+}
+
+/// A fresh, uniquely named queue; returns its URL.
+pub async fn create_queue(client: &Client, prefix: &str) -> String {
+    create_queue_with(client, prefix, &[]).await
+}
+
+pub async fn create_queue_with(client: &Client, prefix: &str, attributes: &[(QueueAttributeName, String)]) -> String {
+    let name = unique_name(prefix);
+    let mut request = client.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        request = request.attributes(key.clone(), value);
+    }
+    request.send().await.unwrap().queue_url.unwrap()
+}
+
+/// A queue with a dead-letter queue after `max_receives`; returns (queue, dlq).
+pub async fn create_queue_with_dlq(client: &Client, prefix: &str, max_receives: u32) -> (String, String) {
+    let dlq = create_queue(client, &format!("{prefix}-dlq")).await;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
+    let queue = create_queue_with(
+        client,
+        prefix,
+        &[(QueueAttributeName::RedrivePolicy, policy), (QueueAttributeName::VisibilityTimeout, "0".into())],
+    )
+    .await;
+    (queue, dlq)
+}
+
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Every message now on a queue (received, then deleted), polling until
+/// `expected` arrived or a few seconds passed.
+pub async fn drain(client: &Client, queue_url: &str, expected: usize) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let output = client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(if messages.len() >= expected { 0 } else { 1 })
+            .send()
+            .await
+            .unwrap();
+        let batch = output.messages.unwrap_or_default();
+        if batch.is_empty() && messages.len() >= expected {
+            break;
+        }
+        for message in &batch {
+            client
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        messages.extend(batch);
+    }
+    messages
+}
+
+/// The string value of a message attribute.
+pub fn attribute<'m>(message: &'m aws_sdk_sqs::types::Message, name: &str) -> Option<&'m str> {
+    message.message_attributes()?.get(name)?.string_value()
+}
+
+/// Svix's three headers for `body`, signed with `secret` at `timestamp`.
+pub fn svix_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let secrets = SigningSecrets::parse(secret).unwrap();
+    vec![
+        ("svix-id", id.to_owned()),
+        ("svix-timestamp", timestamp.to_string()),
+        ("svix-signature", sign(&secrets, id, timestamp, body)),
+    ]
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The project's top folder.
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
