@@ -1,5 +1,9 @@
-//! Remembering which (webhook, destination) pairs were already delivered, so
-//! that Svix's and SQS's at-least-once deliveries reach each destination once.
+//! Remembering which (webhook, destination) pairs were delivered, so that
+//! Svix's and SQS's at-least-once deliveries reach each destination once.
+//!
+//! A delivery first *claims* its key; the claim is a lease that expires, so a
+//! crash mid-delivery is retried rather than lost. Success *completes* the
+//! key (remembered for the TTL); failure *releases* it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,59 +15,112 @@ use thiserror::Error;
 /// (about 28 hours) and typical manual replays.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long a claim blocks other deliveries of the same key; longer than the
+/// router's timeout, so only a crashed delivery's claim ever expires.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
 /// The store could not be read or written; the record is retried.
 #[derive(Debug, Error)]
 #[error("idempotency store: {0}")]
 pub struct StoreError(pub String);
 
-/// Keys of deliveries already made.
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody has delivered this; go ahead, then complete or release.
+    Acquired,
+    /// Already delivered: skip it.
+    AlreadyDelivered,
+    /// Another delivery holds the lease: retry later.
+    InProgress,
+}
+
+/// Keys of deliveries made or under way.
 pub trait SeenStore: Send + Sync {
-    fn contains(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn insert(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    fn complete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Delivering { until: Instant },
+    Delivered { until: Instant },
+}
+
+impl State {
+    fn expired(&self, now: Instant) -> bool {
+        match self {
+            Self::Delivering { until } | Self::Delivered { until } => *until <= now,
+        }
+    }
 }
 
 /// A process-local store: exact within one process (local mode, one warm
-/// Lambda container), bounded in memory by `capacity` and `ttl`.
+/// Lambda container), bounded in memory by `capacity`.
 #[derive(Debug)]
 pub struct InMemorySeen {
-    entries: Mutex<HashMap<String, Instant>>,
+    entries: Mutex<HashMap<String, State>>,
     ttl: Duration,
+    lease: Duration,
     capacity: usize,
 }
 
 impl InMemorySeen {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), ttl, capacity }
+    pub fn new(ttl: Duration, lease: Duration, capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), ttl, lease, capacity }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Default for InMemorySeen {
     fn default() -> Self {
-        Self::new(DEFAULT_TTL, 100_000)
+        Self::new(DEFAULT_TTL, DEFAULT_LEASE, 100_000)
     }
 }
 
 impl SeenStore for InMemorySeen {
-    async fn contains(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().get(key).is_some_and(|at| at.elapsed() < self.ttl))
-    }
-
-    async fn insert(&self, key: &str) -> Result<(), StoreError> {
+    async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        let now = Instant::now();
         let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            entries.retain(|_, at| at.elapsed() < self.ttl);
+        match entries.get(key) {
+            Some(state) if !state.expired(now) => {
+                return Ok(match state {
+                    State::Delivered { .. } => Claim::AlreadyDelivered,
+                    State::Delivering { .. } => Claim::InProgress,
+                });
+            }
+            _ => {}
         }
         if entries.len() >= self.capacity {
-            let oldest = entries.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone());
+            entries.retain(|_, state| !state.expired(now));
+        }
+        if entries.len() >= self.capacity {
+            let oldest = entries
+                .iter()
+                .filter(|(_, state)| matches!(state, State::Delivered { .. }))
+                .min_by_key(|(_, state)| match state {
+                    State::Delivering { until } | State::Delivered { until } => *until,
+                })
+                .map(|(key, _)| key.clone());
             if let Some(oldest) = oldest {
                 entries.remove(&oldest);
             }
         }
-        entries.insert(key.to_owned(), Instant::now());
+        entries.insert(key.to_owned(), State::Delivering { until: now + self.lease });
+        Ok(Claim::Acquired)
+    }
+
+    async fn complete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().insert(key.to_owned(), State::Delivered { until: Instant::now() + self.ttl });
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
         Ok(())
     }
 }
@@ -73,22 +130,41 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn remembers_until_the_ttl_passes() {
-        let store = InMemorySeen::new(Duration::from_millis(50), 10);
-        store.insert("a").await.unwrap();
-        assert!(store.contains("a").await.unwrap());
-        assert!(!store.contains("b").await.unwrap());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(!store.contains("a").await.unwrap());
+    async fn a_claimed_key_is_in_progress_until_completed_or_released() {
+        let store = InMemorySeen::default();
+        assert_eq!(store.claim("a").await.unwrap(), Claim::Acquired);
+        assert_eq!(store.claim("a").await.unwrap(), Claim::InProgress);
+        store.release("a").await.unwrap();
+        assert_eq!(store.claim("a").await.unwrap(), Claim::Acquired);
+        store.complete("a").await.unwrap();
+        assert_eq!(store.claim("a").await.unwrap(), Claim::AlreadyDelivered);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_expires_so_the_delivery_is_retried() {
+        let store = InMemorySeen::new(DEFAULT_TTL, Duration::from_millis(20), 10);
+        assert_eq!(store.claim("a").await.unwrap(), Claim::Acquired);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(store.claim("a").await.unwrap(), Claim::Acquired);
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_forgotten_after_the_ttl() {
+        let store = InMemorySeen::new(Duration::from_millis(20), DEFAULT_LEASE, 10);
+        store.claim("a").await.unwrap();
+        store.complete("a").await.unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(store.claim("a").await.unwrap(), Claim::Acquired);
     }
 
     #[tokio::test]
     async fn stays_within_capacity() {
-        let store = InMemorySeen::new(DEFAULT_TTL, 3);
+        let store = InMemorySeen::new(DEFAULT_TTL, DEFAULT_LEASE, 3);
         for key in ["a", "b", "c", "d"] {
-            store.insert(key).await.unwrap();
+            store.claim(key).await.unwrap();
+            store.complete(key).await.unwrap();
         }
         assert_eq!(store.lock().len(), 3);
-        assert!(store.contains("d").await.unwrap());
+        assert_eq!(store.claim("d").await.unwrap(), Claim::AlreadyDelivered);
     }
 }

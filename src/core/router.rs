@@ -5,7 +5,7 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
-use crate::core::dedup::{SeenStore, StoreError};
+use crate::core::dedup::{Claim, SeenStore, StoreError};
 use crate::core::envelope::{DecodeError, Envelope};
 use crate::core::event::event_type_of;
 use crate::core::routing::{Destination, RouteTable};
@@ -78,28 +78,34 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         Self { table, deliver, seen }
     }
 
-    /// Routes every record on its own; returns the ids of those that failed,
-    /// so the queue redelivers only them.
+    /// Routes every record on its own, concurrently; returns the ids of those
+    /// that failed, so the queue redelivers only them.
     pub async fn route_batch(&self, records: Vec<Record>) -> Vec<String> {
-        let mut failed = Vec::new();
-        for record in records {
-            let webhook_id = record.message.as_ref().map(|e| e.id.clone()).unwrap_or_else(|_| "-".into());
-            match self.route_record(record.message).await {
-                Ok(routed) => info!(
+        let outcomes =
+            futures_util::future::join_all(records.into_iter().map(|record| self.route_logged(record))).await;
+        outcomes.into_iter().flatten().collect()
+    }
+
+    /// Routes one record and logs the outcome; returns its id if it failed.
+    async fn route_logged(&self, record: Record) -> Option<String> {
+        let webhook_id = record.message.as_ref().map(|e| e.id.clone()).unwrap_or_else(|_| "-".into());
+        match self.route_record(record.message).await {
+            Ok(routed) => {
+                info!(
                     webhook_id,
                     event_type = %routed.event_type,
                     route = %routed.route,
                     delivered = routed.delivered,
                     duplicates = routed.duplicates,
                     "webhook routed"
-                ),
-                Err(err) => {
-                    error!(webhook_id, message_id = %record.id, error = %err, "webhook not routed; will be retried");
-                    failed.push(record.id);
-                }
+                );
+                None
+            }
+            Err(err) => {
+                error!(webhook_id, message_id = %record.id, error = %err, "webhook not routed; will be retried");
+                Some(record.id)
             }
         }
-        failed
     }
 
     async fn route_record(&self, message: Result<Envelope, DecodeError>) -> Result<Routed, RecordError> {
@@ -117,17 +123,27 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
         for destination in &route.destinations {
             let key = idempotency_key(envelope, destination);
-            if self.seen.contains(&key).await? {
-                warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
-                duplicates += 1;
-                continue;
+            match self.seen.claim(&key).await? {
+                Claim::AlreadyDelivered => {
+                    warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
+                    duplicates += 1;
+                    continue;
+                }
+                Claim::InProgress => {
+                    failures.push(format!("{destination}: a delivery of the same webhook is under way"));
+                    continue;
+                }
+                Claim::Acquired => {}
             }
             match self.deliver.deliver(destination, &delivery).await {
                 Ok(()) => {
-                    self.seen.insert(&key).await?;
+                    self.seen.complete(&key).await?;
                     delivered += 1;
                 }
-                Err(err) => failures.push(format!("{destination}: {err}")),
+                Err(err) => {
+                    self.seen.release(&key).await?;
+                    failures.push(format!("{destination}: {err}"));
+                }
             }
         }
         if let Some(first) = failures.first() {
@@ -208,8 +224,33 @@ mod tests {
     async fn the_same_webhook_twice_is_delivered_once() {
         let router = router("*=stdout");
         let body = r#"{"eventType":"document.created"}"#;
-        assert!(router.route_batch(vec![record("a", body), record("a", body)]).await.is_empty());
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty());
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty());
         assert_eq!(router.deliver.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_webhook_twice_in_one_batch_is_delivered_once_and_the_copy_retried() {
+        let router = router("*=stdout");
+        let body = r#"{"eventType":"document.created"}"#;
+        let slow_first = Router::new(router.table.clone(), SlowOnce::default(), InMemorySeen::default());
+        let failed = slow_first.route_batch(vec![record("a", body), record("a", body)]).await;
+        assert_eq!(failed.len(), 1, "the copy found the first delivery under way");
+        assert_eq!(*slow_first.deliver.0.lock().unwrap(), 1);
+        assert!(slow_first.route_batch(vec![record("a", body)]).await.is_empty(), "its retry is a duplicate");
+        assert_eq!(*slow_first.deliver.0.lock().unwrap(), 1);
+    }
+
+    /// Counts deliveries; yields once inside each, as a network call would.
+    #[derive(Default)]
+    struct SlowOnce(Mutex<u32>);
+
+    impl Deliver for SlowOnce {
+        async fn deliver(&self, _: &Destination, _: &Delivery<'_>) -> Result<(), DeliveryError> {
+            tokio::task::yield_now().await;
+            *self.0.lock().unwrap() += 1;
+            Ok(())
+        }
     }
 
     #[tokio::test]

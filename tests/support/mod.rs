@@ -40,13 +40,10 @@ fn start_moto() -> String {
          while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $m",
         parent = std::process::id()
     );
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(&server)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {} (run `make test`, which installs it): {err}", server.display()));
+    let mut watchdog =
+        Command::new("sh").arg("-c").arg(script).arg(&server).stdin(Stdio::null()).spawn().unwrap_or_else(|err| {
+            panic!("cannot start {} (run `make test`, which installs it): {err}", server.display())
+        });
     std::thread::spawn(move || watchdog.wait());
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
