@@ -1,0 +1,59 @@
+# nectar-webhooks: `make run` (local mode) and `make test` (everything CI runs)
+# work on a fresh machine; they install what they need into ./.venv.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+BUILD_VENV := .venv-build
+CLI := target/debug/nectar-webhooks
+
+# The secret and time the committed samples in events/ are signed with.
+SAMPLE_SECRET := whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=
+SAMPLE_TIMESTAMP := 1764201600
+
+.PHONY: run test lint unit-and-blackbox template-check build deploy events clean
+
+## run: ingest + router locally on 127.0.0.1:3000 with an embedded queue; sends a signed sample event
+run:
+	$(CARGO) build --locked --bin nectar-webhooks
+	CLI=$(CLI) scripts/run-local.sh
+
+## test: formatting, lints, unit and black-box tests (moto's SQS), template checks
+test: lint unit-and-blackbox template-check
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit-and-blackbox: $(VENV)/.installed
+	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
+
+template-check: $(VENV)/.installed
+	$(VENV)/bin/cfn-lint template.yaml
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## build: the deployable arm64 bootstraps, built the way `sam build` builds them
+build: $(BUILD_VENV)/.installed
+	PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH $(BUILD_VENV)/bin/sam build --beta-features
+
+## deploy: sam deploy --guided (needs AWS credentials)
+deploy: build
+	PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH $(BUILD_VENV)/bin/sam deploy --guided
+
+$(BUILD_VENV)/.installed: requirements-build.txt
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-build.txt
+	touch $@
+
+## events: re-sign the sample events in events/ from events/payloads/
+events:
+	$(CARGO) build --locked --bin nectar-webhooks
+	CLI=$(CLI) SAMPLE_SECRET=$(SAMPLE_SECRET) SAMPLE_TIMESTAMP=$(SAMPLE_TIMESTAMP) scripts/make-events.sh
+
+clean:
+	rm -rf target $(VENV) $(BUILD_VENV) .aws-sam
