@@ -2,6 +2,7 @@
 # work on a fresh machine; they install what they need into ./.venv.
 
 SHELL := /bin/bash
+export SAM_CLI_TELEMETRY := 0
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
