@@ -3,12 +3,15 @@
 
 use crate::core::ingest::Limits;
 use crate::core::routing::{RouteError, RouteTable};
-use crate::core::sources::{Sources, SvixSource};
-use crate::core::verification::{DEFAULT_TOLERANCE_SECS, SecretError, SigningSecrets, SvixVerifier};
+use crate::core::sources::{NectorSource, Sources, SvixSource};
+use crate::core::verification::nector::NectorVerifier;
+use crate::core::verification::svix::{DEFAULT_TOLERANCE_SECS, SecretError, SigningSecrets, SvixVerifier};
 use thiserror::Error;
 
 /// The signing secrets: one or more `whsec_…`, separated by spaces.
 pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+/// Nector's shared webhook secret; enables `/webhooks/nector` when set.
+pub const NECTOR_WEBHOOK_SECRET: &str = "NECTOR_WEBHOOK_SECRET";
 /// The ingest queue's URL.
 pub const QUEUE_URL: &str = "QUEUE_URL";
 /// The route table (see [`crate::core::routing`]).
@@ -38,6 +41,8 @@ pub struct IngestConfig {
     pub secrets: SigningSecrets,
     pub tolerance_secs: u64,
     pub limits: Limits,
+    /// The second source, when configured.
+    pub nector: Option<NectorVerifier>,
 }
 
 impl IngestConfig {
@@ -65,12 +70,18 @@ impl IngestConfig {
             max_body_bytes: number(&lookup, MAX_BODY_BYTES, defaults.max_body_bytes)?,
             max_queue_message_bytes: number(&lookup, MAX_QUEUE_MESSAGE_BYTES, defaults.max_queue_message_bytes)?,
         };
-        Ok(Self { secrets, tolerance_secs, limits })
+        let nector = lookup(NECTOR_WEBHOOK_SECRET).filter(|s| !s.is_empty()).map(|s| NectorVerifier::new(&s));
+        Ok(Self { secrets, tolerance_secs, limits, nector })
     }
 
     /// The webhook sources this configuration enables, by path name.
     pub fn sources(&self) -> Sources {
-        Sources::default().with("nectar", SvixSource::new(SvixVerifier::new(self.secrets.clone(), self.tolerance_secs)))
+        let sources = Sources::default()
+            .with("nectar", SvixSource::new(SvixVerifier::new(self.secrets.clone(), self.tolerance_secs)));
+        match &self.nector {
+            Some(verifier) => sources.with("nector", NectorSource::new(verifier.clone())),
+            None => sources,
+        }
     }
 }
 

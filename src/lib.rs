@@ -5,8 +5,11 @@
 //! [`config`] reads the environment once at start-up; [`cli`] is the
 //! `nectar-webhooks` command.
 
+#[cfg(feature = "adapters")]
 pub mod adapters;
+#[cfg(feature = "adapters")]
 pub mod cli;
 pub mod config;
 pub mod core;
+#[cfg(feature = "adapters")]
 pub mod telemetry;

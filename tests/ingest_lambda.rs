@@ -1,6 +1,8 @@
 //! The ingest Lambda's handler, driven with API Gateway and function URL
 //! events, queueing onto a real SQS-compatible server (moto).
 
+#![cfg(feature = "adapters")]
+
 mod support;
 
 use lambda_http::request::LambdaRequest;
@@ -179,4 +181,50 @@ async fn the_published_svix_example_is_accepted_at_its_time() {
     assert_eq!(invoke(&ingest, event.http_v2(false)).await.0, 202);
     let queued = drain(&client, &url, 1).await;
     assert_eq!(queued[0].body().unwrap().as_bytes(), body);
+}
+
+#[tokio::test]
+async fn nector_webhooks_are_accepted_with_the_shared_secret_digest_only_when_configured() {
+    use nectar_webhooks::core::verification::nector::NectorVerifier;
+    let (client, url) = fresh_queue().await;
+    let vars = |nector: bool| {
+        move |name: &str| match name {
+            "WEBHOOK_SECRET" => Some(SAMPLE_SECRET.to_owned()),
+            "NECTOR_WEBHOOK_SECRET" if nector => Some("loyalty-secret".to_owned()),
+            _ => None,
+        }
+    };
+    let body: &[u8] = br#"{"topic":"wallet.coins.rewarded","customer":"c_1"}"#;
+    let event = |digest: &str| {
+        let mut event = signed("unused", "unused", body).http_v2(false);
+        event["rawPath"] = "/webhooks/nector".into();
+        event["headers"] = serde_json::json!({"content-type": "application/json", "x-nector-webhook-secret": digest});
+        event
+    };
+    let good = NectorVerifier::header_for("loyalty-secret");
+    let with_nector = IngestConfig::from_lookup(vars(true)).unwrap();
+    let ingest = Arc::new(Ingest::new(
+        with_nector.sources(),
+        SqsQueue::new(client.clone(), &url),
+        Limits::default(),
+        Arc::new(FixedClock(NOW)),
+    ));
+    assert_eq!(invoke(&ingest, event(&good)).await.0, 202);
+    assert_eq!(invoke(&ingest, event(&NectorVerifier::header_for("guess"))).await.0, 401);
+    assert_eq!(invoke(&ingest, event("loyalty-secret")).await.0, 400, "the secret itself is not its digest");
+
+    let without = IngestConfig::from_lookup(vars(false)).unwrap();
+    let ingest = Arc::new(Ingest::new(
+        without.sources(),
+        SqsQueue::new(client.clone(), &url),
+        Limits::default(),
+        Arc::new(FixedClock(NOW)),
+    ));
+    assert_eq!(invoke(&ingest, event(&good)).await.0, 404);
+
+    let queued = drain(&client, &url, 1).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].body().unwrap().as_bytes(), body);
+    assert_eq!(attribute(&queued[0], ATTR_SOURCE), Some("nector"));
+    assert!(attribute(&queued[0], ATTR_ID).unwrap().starts_with("nector_"));
 }

@@ -7,7 +7,7 @@ use crate::adapters::local::{self, LocalConfig};
 use crate::adapters::sqs;
 use crate::config::{self, IngestConfig};
 use crate::core::clock::{Clock, SystemClock};
-use crate::core::verification::{SigningSecrets, sign};
+use crate::core::verification::svix::sign;
 use clap::{Parser, Subcommand};
 use lambda_events::{Format, Signed};
 use std::path::PathBuf;
@@ -117,7 +117,6 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
 }
 
 async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> Result<(), String> {
-    let secrets = SigningSecrets::parse(secret).map_err(|e| format!("--secret: {e}"))?;
     let client =
         reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build().map_err(|e| e.to_string())?;
     let mut failures = 0;
@@ -125,7 +124,7 @@ async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> R
         let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let id = id.map_or_else(|| fresh_id(index), str::to_owned);
         let timestamp = SystemClock.now_unix();
-        let signature = sign(&secrets, &id, timestamp, &body);
+        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("--secret: {e}"))?;
         let response = client
             .post(url)
             .header("content-type", "application/json")
@@ -160,7 +159,6 @@ struct SignOptions {
 }
 
 fn print_signed(secret: &str, options: &SignOptions, files: &[PathBuf]) -> Result<(), String> {
-    let secrets = SigningSecrets::parse(secret).map_err(|e| format!("--secret: {e}"))?;
     if files.len() > 1 && options.format != Format::Sqs {
         return Err("several files only with --format sqs".into());
     }
@@ -170,7 +168,7 @@ fn print_signed(secret: &str, options: &SignOptions, files: &[PathBuf]) -> Resul
         let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
         let id = options.id.clone().unwrap_or_else(|| format!("msg_sample_{stem}"));
-        let signature = sign(&secrets, &id, timestamp, &body);
+        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("--secret: {e}"))?;
         let signed = Signed {
             source: &options.source,
             id: &id,

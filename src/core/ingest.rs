@@ -8,7 +8,8 @@ use crate::core::clock::Clock;
 use crate::core::envelope::Envelope;
 use crate::core::queue::{Queue, QueueError};
 use crate::core::sources::{AuthError, Sources};
-use crate::core::verification::VerifyError;
+use crate::core::verification::nector::NectorError;
+use crate::core::verification::svix::VerifyError;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use std::sync::Arc;
@@ -79,6 +80,8 @@ impl IngestError {
                     StatusCode::BAD_REQUEST
                 }
                 AuthError::Verification(_) => StatusCode::UNAUTHORIZED,
+                AuthError::SharedSecret(NectorError::MalformedDigest) => StatusCode::BAD_REQUEST,
+                AuthError::SharedSecret(NectorError::Mismatch) => StatusCode::UNAUTHORIZED,
             },
             Self::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -102,6 +105,8 @@ impl IngestError {
                 VerifyError::NoSupportedSignature => "malformed_signature_header",
                 VerifyError::NoMatchingSignature => "signature_mismatch",
             },
+            Self::Authentication(AuthError::SharedSecret(NectorError::MalformedDigest)) => "malformed_secret_header",
+            Self::Authentication(AuthError::SharedSecret(NectorError::Mismatch)) => "secret_mismatch",
             Self::Queue(_) => "queue_unavailable",
         }
     }

@@ -117,7 +117,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     /// that already have it. Fails if any destination failed; those that
     /// succeeded are remembered, so a retry reaches only the rest.
     pub async fn route(&self, envelope: &Envelope) -> Result<Routed, RecordError> {
-        let event_type = event_type_of(&envelope.body);
+        let event_type = event_type_of(&envelope.source, &envelope.body);
         let route = self.table.route(&event_type).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
         let delivery = Delivery { envelope, event_type: &event_type, route: route.pattern.as_str() };
         let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());

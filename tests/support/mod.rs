@@ -6,7 +6,7 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
-use nectar_webhooks::core::verification::{SigningSecrets, sign};
+use nectar_webhooks::core::verification::svix::sign;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -153,11 +153,10 @@ pub fn attribute<'m>(message: &'m aws_sdk_sqs::types::Message, name: &str) -> Op
 
 /// Svix's three headers for `body`, signed with `secret` at `timestamp`.
 pub fn svix_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-    let secrets = SigningSecrets::parse(secret).unwrap();
     vec![
         ("svix-id", id.to_owned()),
         ("svix-timestamp", timestamp.to_string()),
-        ("svix-signature", sign(&secrets, id, timestamp, body)),
+        ("svix-signature", sign(secret, id, timestamp, body).unwrap()),
     ]
 }
 

@@ -1,14 +1,17 @@
-//! Svix / Standard Webhooks signature verification.
+//! Svix / Standard Webhooks signatures.
 //!
-//! The signed content is `{id}.{timestamp}.{body}`, MACed with HMAC-SHA256 under
-//! each configured secret; the signature header carries one or more
-//! space-separated `v1,<base64>` entries and any match passes. Everything here
-//! works on borrowed bytes: the body is never copied, and each configured key's
-//! HMAC state is prepared once at start-up so a request costs one MAC pass.
+//! The signed content is `{id}.{timestamp}.{body}`. Symmetric secrets
+//! (`whsec_…`) give `v1,<base64 HMAC-SHA256>` entries; public keys
+//! (`whpk_…`) verify `v1a,<base64 Ed25519>` entries, which the Standard
+//! Webhooks spec defines and the official Svix libraries do not verify. The
+//! signature header holds one or more space-separated entries; any match
+//! passes. The body is never copied for HMAC, and each key's HMAC state is
+//! prepared once at start-up, so a request costs one MAC pass per secret.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
+use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -23,8 +26,11 @@ pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// make one request cost unbounded CPU. Svix sends one per active secret.
 pub const MAX_SIGNATURE_ENTRIES: usize = 20;
 
-const SIGNATURE_LEN: usize = 32;
+const MAC_LEN: usize = 32;
+const ED25519_SIGNATURE_LEN: usize = 64;
 const SECRET_PREFIX: &str = "whsec_";
+const PUBLIC_KEY_PREFIX: &str = "whpk_";
+const PRIVATE_KEY_PREFIX: &str = "whsk_";
 
 /// Base64 that accepts secrets with or without their `=` padding.
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -37,10 +43,16 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 pub enum SecretError {
     #[error("no secret given")]
     Empty,
-    #[error("entry {position} is not base64 (expected whsec_ followed by base64)")]
+    #[error("entry {position} is not base64 (expected whsec_ or whpk_ followed by base64)")]
     NotBase64 { position: usize },
     #[error("entry {position} decodes to an empty key")]
     EmptyKey { position: usize },
+    #[error("entry {position} is not a 32-byte Ed25519 public key")]
+    NotPublicKey { position: usize },
+    #[error("entry {position} is a private signing key (whsk_); configure its public key (whpk_)")]
+    PrivateKey { position: usize },
+    #[error("entry {position} is a public key, which can verify but not sign")]
+    PublicKeyOnly { position: usize },
 }
 
 /// Why a signed request was refused.
@@ -52,7 +64,7 @@ pub enum VerifyError {
     TimestampTooOld { age_secs: u64, tolerance_secs: u64 },
     #[error("timestamp is {ahead_secs} s in the future, over the {tolerance_secs} s tolerance")]
     TimestampInFuture { ahead_secs: u64, tolerance_secs: u64 },
-    #[error("signature header has no v1 entry")]
+    #[error("signature header has no v1 or v1a entry")]
     NoSupportedSignature,
     #[error("no signature matched any configured secret")]
     NoMatchingSignature,
@@ -66,10 +78,16 @@ pub struct SignedHeaders<'a> {
     pub signature: &'a str,
 }
 
-/// The signing secrets of one endpoint; several at once during rotation.
+#[derive(Clone)]
+enum Key {
+    Symmetric(HmacSha256),
+    Public(VerifyingKey),
+}
+
+/// The keys of one endpoint; several at once during rotation.
 #[derive(Clone)]
 pub struct SigningSecrets {
-    keys: Vec<HmacSha256>,
+    keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for SigningSecrets {
@@ -79,19 +97,13 @@ impl std::fmt::Debug for SigningSecrets {
 }
 
 impl SigningSecrets {
-    /// Parses whitespace-separated secrets: `whsec_<base64>` or bare base64.
+    /// Parses whitespace-separated keys: `whsec_<base64>` or bare base64
+    /// (symmetric secrets), `whpk_<base64>` (Ed25519 public keys).
     pub fn parse(list: &str) -> Result<Self, SecretError> {
         let keys = list
             .split_whitespace()
             .enumerate()
-            .map(|(index, entry)| {
-                let position = index + 1;
-                let key = decode_secret(entry).ok_or(SecretError::NotBase64 { position })?;
-                if key.is_empty() {
-                    return Err(SecretError::EmptyKey { position });
-                }
-                Ok(HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length"))
-            })
+            .map(|(index, entry)| parse_key(index + 1, entry))
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
             return Err(SecretError::Empty);
@@ -108,12 +120,25 @@ impl SigningSecrets {
     }
 }
 
-fn decode_secret(entry: &str) -> Option<Vec<u8>> {
+fn parse_key(position: usize, entry: &str) -> Result<Key, SecretError> {
+    if entry.starts_with(PRIVATE_KEY_PREFIX) {
+        return Err(SecretError::PrivateKey { position });
+    }
+    if let Some(encoded) = entry.strip_prefix(PUBLIC_KEY_PREFIX) {
+        let bytes = LENIENT_BASE64.decode(encoded).map_err(|_| SecretError::NotBase64 { position })?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretError::NotPublicKey { position })?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| SecretError::NotPublicKey { position })?;
+        return Ok(Key::Public(key));
+    }
     let encoded = entry.strip_prefix(SECRET_PREFIX).unwrap_or(entry);
-    LENIENT_BASE64.decode(encoded).ok()
+    let secret = LENIENT_BASE64.decode(encoded).map_err(|_| SecretError::NotBase64 { position })?;
+    if secret.is_empty() {
+        return Err(SecretError::EmptyKey { position });
+    }
+    Ok(Key::Symmetric(HmacSha256::new_from_slice(&secret).expect("HMAC accepts keys of any length")))
 }
 
-/// Checks Svix signatures against a set of secrets within a timestamp tolerance.
+/// Checks Svix signatures against a set of keys within a timestamp tolerance.
 #[derive(Debug, Clone)]
 pub struct SvixVerifier {
     secrets: SigningSecrets,
@@ -129,20 +154,24 @@ impl SvixVerifier {
     pub fn verify(&self, headers: &SignedHeaders<'_>, body: &[u8], now_unix: i64) -> Result<i64, VerifyError> {
         let timestamp = parse_timestamp(headers.timestamp)?;
         self.check_freshness(timestamp, now_unix)?;
-
-        let (saw_v1, candidates) = v1_candidates(headers.signature);
-        if !saw_v1 {
+        let candidates = Candidates::parse(headers.signature);
+        if !candidates.saw_supported {
             return Err(VerifyError::NoSupportedSignature);
         }
-        for key in &self.secrets.keys {
-            let expected = mac(key.clone(), headers.id, headers.timestamp, body);
-            let matched =
-                candidates.iter().fold(subtle::Choice::from(0), |any, candidate| any | candidate.ct_eq(&expected));
-            if bool::from(matched) {
-                return Ok(timestamp);
+        let matched = self.secrets.keys.iter().any(|key| match key {
+            Key::Symmetric(mac_key) => {
+                let expected = mac(mac_key.clone(), headers.id, headers.timestamp, body);
+                let any = candidates.macs.iter().fold(subtle::Choice::from(0), |any, c| any | c.ct_eq(&expected));
+                bool::from(any)
             }
-        }
-        Err(VerifyError::NoMatchingSignature)
+            Key::Public(public_key) => {
+                !candidates.ed25519.is_empty() && {
+                    let content = signed_content(headers.id, headers.timestamp, body);
+                    candidates.ed25519.iter().any(|signature| public_key.verify_strict(&content, signature).is_ok())
+                }
+            }
+        });
+        if matched { Ok(timestamp) } else { Err(VerifyError::NoMatchingSignature) }
     }
 
     fn check_freshness(&self, timestamp: i64, now_unix: i64) -> Result<(), VerifyError> {
@@ -166,29 +195,45 @@ fn parse_timestamp(value: &str) -> Result<i64, VerifyError> {
     value.parse().map_err(|_| VerifyError::InvalidTimestamp)
 }
 
-/// Whether the header has any `v1` entry, and those that decode to exactly a
-/// MAC's length (empty, truncated or overlong ones can never match).
-fn v1_candidates(header: &str) -> (bool, Vec<[u8; SIGNATURE_LEN]>) {
-    let mut saw_v1 = false;
-    let candidates = header
-        .split(' ')
-        .filter(|entry| !entry.is_empty())
-        .take(MAX_SIGNATURE_ENTRIES)
-        .filter_map(|entry| entry.split_once(','))
-        .filter(|(version, _)| *version == "v1")
-        .filter_map(|(_, encoded)| {
-            saw_v1 = true;
-            let mut decoded = [0u8; SIGNATURE_LEN];
-            match general_purpose::STANDARD.decode_slice(encoded, &mut decoded) {
-                Ok(SIGNATURE_LEN) => Some(decoded),
-                _ => None,
-            }
-        })
-        .collect();
-    (saw_v1, candidates)
+/// The decodable entries of a signature header. Entries of other versions
+/// are skipped; empty, truncated or overlong ones can never match.
+struct Candidates {
+    saw_supported: bool,
+    macs: Vec<[u8; MAC_LEN]>,
+    ed25519: Vec<Signature>,
 }
 
-fn mac(mut key: HmacSha256, id: &str, timestamp: &str, body: &[u8]) -> [u8; SIGNATURE_LEN] {
+impl Candidates {
+    fn parse(header: &str) -> Self {
+        let mut candidates = Self { saw_supported: false, macs: Vec::new(), ed25519: Vec::new() };
+        let entries = header.split(' ').filter(|entry| !entry.is_empty()).take(MAX_SIGNATURE_ENTRIES);
+        for (version, encoded) in entries.filter_map(|entry| entry.split_once(',')) {
+            match version {
+                "v1" => {
+                    candidates.saw_supported = true;
+                    candidates.macs.extend(decode_exact::<MAC_LEN>(encoded));
+                }
+                "v1a" => {
+                    candidates.saw_supported = true;
+                    let bytes = decode_exact::<ED25519_SIGNATURE_LEN>(encoded);
+                    candidates.ed25519.extend(bytes.map(|b| Signature::from_bytes(&b)));
+                }
+                _ => {}
+            }
+        }
+        candidates
+    }
+}
+
+fn decode_exact<const N: usize>(encoded: &str) -> Option<[u8; N]> {
+    let mut decoded = [0u8; N];
+    match general_purpose::STANDARD.decode_slice(encoded, &mut decoded) {
+        Ok(len) if len == N => Some(decoded),
+        _ => None,
+    }
+}
+
+fn mac(mut key: HmacSha256, id: &str, timestamp: &str, body: &[u8]) -> [u8; MAC_LEN] {
     key.update(id.as_bytes());
     key.update(b".");
     key.update(timestamp.as_bytes());
@@ -197,11 +242,26 @@ fn mac(mut key: HmacSha256, id: &str, timestamp: &str, body: &[u8]) -> [u8; SIGN
     key.finalize().into_bytes().into()
 }
 
-/// Produces the `v1,<base64>` signature Svix would send, for the CLI's `sign`
-/// and `send` commands and for tests. Uses the first secret of the set.
-pub fn sign(secrets: &SigningSecrets, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let digest = mac(secrets.keys[0].clone(), id, &timestamp.to_string(), body);
-    format!("v1,{}", general_purpose::STANDARD.encode(digest))
+fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+    content.extend_from_slice(id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
+}
+
+/// Signs like Svix with one symmetric secret (`whsec_…` or bare base64), for
+/// the CLI's `sign` and `send` commands and for tests.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SecretError> {
+    match parse_key(1, secret.trim())? {
+        Key::Symmetric(key) => {
+            let digest = mac(key, id, &timestamp.to_string(), body);
+            Ok(format!("v1,{}", general_purpose::STANDARD.encode(digest)))
+        }
+        Key::Public(_) => Err(SecretError::PublicKeyOnly { position: 1 }),
+    }
 }
 
 #[cfg(test)]
@@ -241,7 +301,7 @@ mod tests {
 
     #[test]
     fn sign_reproduces_the_published_signature() {
-        assert_eq!(sign(&SigningSecrets::parse(SECRET).unwrap(), ID, TS, BODY), SIG);
+        assert_eq!(sign(SECRET, ID, TS, BODY).unwrap(), SIG);
     }
 
     #[test]
@@ -340,5 +400,75 @@ mod tests {
     fn debug_output_never_shows_key_material() {
         let shown = format!("{:?}", verifier(SECRET));
         assert!(!shown.contains("MfKQ"), "{shown}");
+    }
+
+    const PUBLIC_KEY: &str = "whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4=";
+    const V1A_SIG: &str =
+        "v1a,hnO3f9T8Ytu9HwrXslvumlUpqtNVqkhqw/enGzPCXe5BdqzCInXqYXFymVJaA7AZdpXwVLPo3mNl8EM+m7TBAg==";
+
+    #[test]
+    fn svix_server_ed25519_vector_verifies_with_the_public_key() {
+        assert_eq!(verifier(PUBLIC_KEY).verify(&headers("1614265330", V1A_SIG), BODY, TS), Ok(TS));
+        assert_eq!(
+            verifier(&format!("{SECRET} {PUBLIC_KEY}")).verify(&headers("1614265330", V1A_SIG), BODY, TS),
+            Ok(TS)
+        );
+        assert_eq!(
+            verifier(PUBLIC_KEY).verify(&headers("1614265330", V1A_SIG), br#"{"test": 2432232315}"#, TS),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn ed25519_signatures_from_the_matching_private_key_verify() {
+        use ed25519_dalek::{Signer as _, SigningKey};
+        let keypair = LENIENT_BASE64
+            .decode("6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==")
+            .unwrap();
+        let signing_key = SigningKey::from_keypair_bytes(&keypair.try_into().unwrap()).unwrap();
+        let signature = signing_key.sign(&signed_content(ID, "1614265330", BODY));
+        let header = format!("v1a,{}", general_purpose::STANDARD.encode(signature.to_bytes()));
+        assert_eq!(header, V1A_SIG);
+    }
+
+    #[test]
+    fn hmac_entries_never_match_public_keys_and_vice_versa() {
+        assert_eq!(
+            verifier(PUBLIC_KEY).verify(&headers("1614265330", SIG), BODY, TS),
+            Err(VerifyError::NoMatchingSignature)
+        );
+        assert_eq!(
+            verifier(SECRET).verify(&headers("1614265330", V1A_SIG), BODY, TS),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn key_configuration_errors_are_specific() {
+        let private = "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==";
+        assert_eq!(SigningSecrets::parse(private).unwrap_err(), SecretError::PrivateKey { position: 1 });
+        assert_eq!(SigningSecrets::parse("whpk_AAAA").unwrap_err(), SecretError::NotPublicKey { position: 1 });
+        assert_eq!(SigningSecrets::parse("whsec_").unwrap_err(), SecretError::EmptyKey { position: 1 });
+        assert_eq!(sign(PUBLIC_KEY, ID, TS, BODY).unwrap_err(), SecretError::PublicKeyOnly { position: 1 });
+    }
+
+    #[test]
+    fn large_payload_vectors_verify() {
+        let cases = [
+            (262_143, "v1,NTItnqyWMoFhk2Bbe5V/BMdcFRWgcSQaTgqLHX7FC7c="),
+            (262_144, "v1,Mw4Pe2WgApuT7NSqnSq0PQPV9gbLdggCl9B865x5Xh0="),
+            (1_048_576, "v1,txpEUxqWZJ5nteTnymUVa+7C4NHpBeXJ6CsBAW0c3/A="),
+        ];
+        for (len, sig) in cases {
+            let body = vec![b'a'; len];
+            assert_eq!(verifier(SECRET).verify(&headers("1614265330", sig), &body, TS), Ok(TS), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_or_json_verify_when_signed() {
+        let body = b"\xff\x00 not json \xfe";
+        let sig = sign(SECRET, ID, TS, body).unwrap();
+        assert_eq!(verifier(SECRET).verify(&headers("1614265330", &sig), body, TS), Ok(TS));
     }
 }
