@@ -13,15 +13,18 @@ CLI := target/debug/nectar-webhooks
 SAMPLE_SECRET := whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=
 SAMPLE_TIMESTAMP := 1764201600
 
-.PHONY: run test lint unit-and-blackbox template-check build deploy events clean
+FUZZ_SECONDS ?= 30
+CARGO_FUZZ := .tools/bin/cargo-fuzz
+
+.PHONY: run test lint unit-and-blackbox template-check fuzz build deploy events clean
 
 ## run: ingest + router locally on 127.0.0.1:3000 with an embedded queue; sends a signed sample event
 run:
 	$(CARGO) build --locked --bin nectar-webhooks
 	CLI=$(CLI) scripts/run-local.sh
 
-## test: formatting, lints, unit and black-box tests (moto's SQS), template checks
-test: lint unit-and-blackbox template-check
+## test: formatting, lints, unit and black-box tests (moto's SQS), template checks, a short fuzz run
+test: lint unit-and-blackbox template-check fuzz
 
 lint:
 	$(CARGO) fmt --check
@@ -32,6 +35,14 @@ unit-and-blackbox: $(VENV)/.installed
 
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
+
+## fuzz: libFuzzer over header parsing and verification for FUZZ_SECONDS (nightly toolchain)
+fuzz: $(CARGO_FUZZ)
+	PATH=$(CURDIR)/.tools/bin:$$PATH $(CARGO) +nightly fuzz run authenticate -- \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=1024 -malloc_limit_mb=256 -print_final_stats=1
+
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --locked --version 0.13.2 --root .tools
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,4 +68,4 @@ events:
 	CLI=$(CLI) SAMPLE_SECRET=$(SAMPLE_SECRET) SAMPLE_TIMESTAMP=$(SAMPLE_TIMESTAMP) scripts/make-events.sh
 
 clean:
-	rm -rf target $(VENV) $(BUILD_VENV) .aws-sam
+	rm -rf target fuzz/target $(VENV) $(BUILD_VENV) .aws-sam .tools

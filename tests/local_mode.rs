@@ -1,6 +1,8 @@
 //! Local mode (`nectar-webhooks serve`) over HTTP: the embedded queue, a real
 //! SQS queue (moto), and the command-line tool as a user runs it.
 
+#![cfg(feature = "adapters")]
+
 mod support;
 
 use nectar_webhooks::adapters::local::{self, LocalConfig};

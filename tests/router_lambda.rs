@@ -1,6 +1,8 @@
 //! The router Lambda's handler, driven with SQS events, delivering to real
 //! SQS queues (moto) and files.
 
+#![cfg(feature = "adapters")]
+
 mod support;
 
 use aws_lambda_events::event::sqs::SqsEvent;

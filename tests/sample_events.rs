@@ -3,6 +3,8 @@
 //! status their folder or name promises; router events must be routed, with
 //! exactly their poison records reported failed.
 
+#![cfg(feature = "adapters")]
+
 mod support;
 
 use aws_lambda_events::event::sqs::SqsEvent;
