@@ -1,11 +1,13 @@
 //! Configuration, read once from the environment at start-up and validated
 //! with messages that name the variable at fault (never its secret value).
 
+use crate::core::dedup::DEFAULT_TTL;
 use crate::core::ingest::Limits;
 use crate::core::routing::{RouteError, RouteTable};
 use crate::core::sources::{NectorSource, Sources, SvixSource};
 use crate::core::verification::nector::NectorVerifier;
 use crate::core::verification::svix::{DEFAULT_TOLERANCE_SECS, SecretError, SigningSecrets, SvixVerifier};
+use std::time::Duration;
 use thiserror::Error;
 
 /// The signing secrets: one or more `whsec_…`, separated by spaces.
@@ -22,6 +24,15 @@ pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 pub const MAX_QUEUE_MESSAGE_BYTES: &str = "MAX_QUEUE_MESSAGE_BYTES";
 /// Timestamp tolerance in seconds; above 300 only for local invocation.
 pub const WEBHOOK_TOLERANCE_SECS: &str = "WEBHOOK_TOLERANCE_SECS";
+/// The DynamoDB table that makes delivery once-per-destination durable.
+pub const IDEMPOTENCY_TABLE: &str = "IDEMPOTENCY_TABLE";
+/// How long deliveries are remembered, in seconds (default 7 days).
+pub const IDEMPOTENCY_TTL_SECS: &str = "IDEMPOTENCY_TTL_SECS";
+/// The router's dead-letter queue: records that failed `MAX_RECEIVE_COUNT`
+/// times are moved there with the reason attached.
+pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+/// Receives after which a failing record is dead-lettered (the queue's `maxReceiveCount`).
+pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
 /// Set to `true` by `sam local`; allows a wider timestamp tolerance so
 /// committed sample events keep verifying.
 pub const AWS_SAM_LOCAL: &str = "AWS_SAM_LOCAL";
@@ -85,6 +96,33 @@ impl IngestConfig {
     }
 }
 
+/// Everything the router needs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub routes: RouteTable,
+    pub idempotency_table: Option<String>,
+    pub idempotency_ttl: Duration,
+    pub dead_letter_queue_url: Option<String>,
+    pub max_receive_count: u32,
+}
+
+impl RouterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let present = |name| lookup(name).filter(|v| !v.trim().is_empty());
+        Ok(Self {
+            routes: routes_from_text(ROUTES, &lookup(ROUTES).unwrap_or_default())?,
+            idempotency_table: present(IDEMPOTENCY_TABLE),
+            idempotency_ttl: Duration::from_secs(number(&lookup, IDEMPOTENCY_TTL_SECS, DEFAULT_TTL.as_secs())?),
+            dead_letter_queue_url: present(DEAD_LETTER_QUEUE_URL),
+            max_receive_count: number(&lookup, MAX_RECEIVE_COUNT, 5)?,
+        })
+    }
+}
+
 /// The route table from `ROUTES`; everything to stdout when unset.
 pub fn routes_from_env() -> Result<RouteTable, ConfigError> {
     routes_from_text(ROUTES, &std::env::var(ROUTES).unwrap_or_default())
@@ -142,6 +180,16 @@ mod tests {
         assert!(!err.contains("not*base64"), "{err}");
         let err = config(&[(WEBHOOK_SECRET, SECRET), (MAX_BODY_BYTES, "lots")]).unwrap_err();
         assert!(err.to_string().starts_with("MAX_BODY_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn router_defaults_and_errors() {
+        let config = RouterConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(config.routes, RouteTable::everything_to_stdout());
+        assert_eq!((config.idempotency_ttl, config.max_receive_count), (DEFAULT_TTL, 5));
+        assert!(config.idempotency_table.is_none() && config.dead_letter_queue_url.is_none());
+        let err = RouterConfig::from_lookup(|name| (name == ROUTES).then(|| "*=nowhere".to_owned())).unwrap_err();
+        assert!(err.to_string().starts_with("ROUTES: unknown destination"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod support;
 
+use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::local::{self, LocalConfig};
 use nectar_webhooks::config::IngestConfig;
 use nectar_webhooks::core::routing::RouteTable;
@@ -46,9 +47,10 @@ async fn start(routes: &str, queue_url: Option<String>, vars: &[(&str, &str)]) -
     .unwrap();
     let config = LocalConfig { ingest, routes: RouteTable::parse(routes).unwrap(), queue_url };
     let client = config.needs_sqs().then(sqs_client);
+    let destinations = client.clone().map_or_else(Destinations::default, |c| Destinations::default().with_sqs(c));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/nectar", listener.local_addr().unwrap());
-    tokio::spawn(local::run(config, client, listener, std::future::pending()));
+    tokio::spawn(local::run(config, client, destinations, listener, std::future::pending()));
     url
 }
 

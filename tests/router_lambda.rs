@@ -1,26 +1,42 @@
 //! The router Lambda's handler, driven with SQS events, delivering to real
-//! SQS queues (moto) and files.
+//! SQS queues (standard and FIFO), EventBridge and a DynamoDB idempotency
+//! table on moto's server, and to files and typed handlers.
 
 #![cfg(feature = "adapters")]
 
 mod support;
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use nectar_webhooks::adapters::destinations::Destinations;
-use nectar_webhooks::adapters::lambda_router;
+use nectar_webhooks::adapters::idempotency::DynamoSeen;
+use nectar_webhooks::adapters::lambda_router::{DeadLetters, SqsBatchHandler};
 use nectar_webhooks::cli::lambda_events::Signed;
-use nectar_webhooks::core::dedup::InMemorySeen;
-use nectar_webhooks::core::envelope::{ATTR_EVENT_TYPE, ATTR_ID, ATTR_ROUTE};
-use nectar_webhooks::core::router::Router;
+use nectar_webhooks::core::dedup::{DEFAULT_LEASE, DEFAULT_TTL, InMemorySeen, SeenStore};
+use nectar_webhooks::core::envelope::{
+    ATTR_EVENT_TYPE, ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, ATTR_ROUTE,
+};
+use nectar_webhooks::core::events::NectarEvent;
+use nectar_webhooks::core::handlers::{Handler, HandlerFuture};
+use nectar_webhooks::core::router::{Delivery, Router};
 use nectar_webhooks::core::routing::RouteTable;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use support::*;
 
-type SqsRouter = Router<Destinations, InMemorySeen>;
+fn destinations() -> Destinations {
+    Destinations::default().with_sqs(sqs_client()).with_eventbridge(eventbridge_client())
+}
 
-fn router(routes: &str) -> SqsRouter {
-    Router::new(RouteTable::parse(routes).unwrap(), Destinations::new(Some(sqs_client())), InMemorySeen::default())
+fn handler_with<S: SeenStore>(routes: &str, destinations: Destinations, store: S) -> SqsBatchHandler<Destinations, S> {
+    let table = RouteTable::parse(routes).unwrap();
+    destinations.check(&table).unwrap();
+    SqsBatchHandler { router: Router::new(table, destinations, store), dead_letters: None }
+}
+
+fn handler(routes: &str) -> SqsBatchHandler<Destinations, InMemorySeen> {
+    handler_with(routes, destinations(), InMemorySeen::default())
 }
 
 fn record(id: &str, body: &[u8]) -> Value {
@@ -32,7 +48,7 @@ fn batch(records: Vec<Value>) -> SqsEvent {
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
 
-fn failed_ids(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
     response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
 }
 
@@ -44,14 +60,17 @@ fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+fn temp_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(unique_name(name)).with_extension("jsonl")
+}
+
 #[tokio::test]
 async fn every_sample_payload_reaches_the_destination_of_its_type_byte_for_byte() {
     let client = sqs_client();
     let documents = create_queue(&client, "documents").await;
     let connections = create_queue(&client, "connections").await;
-    let dir = tempdir();
-    let others = dir.join("others.jsonl");
-    let router = router(&format!("document.*={documents};connection.*={connections};*=file:{}", others.display()));
+    let others = temp_file("others");
+    let handler = handler(&format!("document.*={documents};connection.*={connections};*=file:{}", others.display()));
 
     let mut names: Vec<String> = std::fs::read_dir(project_dir().join("events/payloads"))
         .unwrap()
@@ -59,7 +78,7 @@ async fn every_sample_payload_reaches_the_destination_of_its_type_byte_for_byte(
         .collect();
     names.sort();
     let records = names.iter().map(|name| record(&format!("msg_{name}"), &payload(name))).collect();
-    let response = lambda_router::handle(&router, batch(records)).await;
+    let response = handler.handle(batch(records)).await;
     assert!(failed_ids(&response).is_empty());
 
     let typed = names.iter().filter(|n| n.ends_with("d.json") || n.ends_with("d.v2.json")).count();
@@ -84,47 +103,177 @@ async fn every_sample_payload_reaches_the_destination_of_its_type_byte_for_byte(
 }
 
 #[tokio::test]
-async fn the_same_webhook_twice_reaches_each_destination_once() {
+async fn fan_out_and_filters_pick_destinations_by_payload() {
     let client = sqs_client();
-    let queue = create_queue(&client, "dedup").await;
-    let dir = tempdir();
-    let file = dir.join("copies.jsonl");
-    let router = router(&format!("*={queue},file:{}", file.display()));
+    let flagged = create_queue(&client, "flagged").await;
+    let all_documents = create_queue(&client, "all-docs").await;
+    let company = temp_file("company");
+    let handler = handler(&format!(
+        "document.*[isFlagged=true]={flagged},{all_documents}; document.*[company=c-42]=file:{}; document.*={all_documents}; *=drop",
+        company.display()
+    ));
+    let records = vec![
+        record("msg_flagged", br#"{"eventType":"document.created.v2","id":"d1","isFlagged":true,"company":"c-1"}"#),
+        record("msg_company", br#"{"eventType":"document.updated","id":"d2","company":{"id":"c-42"}}"#),
+        record("msg_plain", br#"{"eventType":"document.deleted.v2","id":"d3","isFlagged":false}"#),
+        record("msg_connection", br#"{"eventType":"connection.created","id":"c1","isFlagged":true}"#),
+    ];
+    assert!(failed_ids(&handler.handle(batch(records)).await).is_empty());
+    let ids = |messages: Vec<aws_sdk_sqs::types::Message>| {
+        let mut ids: Vec<String> = messages.iter().map(|m| attribute(m, ATTR_ID).unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(drain(&client, &flagged, 1).await), ["msg_flagged"]);
+    assert_eq!(ids(drain(&client, &all_documents, 2).await), ["msg_flagged", "msg_plain"]);
+    let company_lines = lines(&company);
+    assert_eq!(company_lines.len(), 1);
+    assert_eq!(company_lines[0]["route"], "document.*[company=c-42]");
+}
+
+#[tokio::test]
+async fn fifo_queues_group_by_resource_and_deduplicate_by_webhook_id() {
+    let client = sqs_client();
+    let fifo = create_queue_with(
+        &client,
+        "ordered",
+        &[
+            (QueueAttributeName::FifoQueue, "true".into()),
+            (QueueAttributeName::ContentBasedDeduplication, "false".into()),
+        ],
+    )
+    .await;
+    let body_a1 = br#"{"eventType":"document.created.v2","id":"doc-a"}"#;
+    let body_a2 = br#"{"eventType":"document.updated.v2","id":"doc-a"}"#;
+    let body_b = br#"{"eventType":"document.created.v2","id":"doc-b"}"#;
+    let first = handler(&format!("*={fifo}"));
+    let records = vec![record("msg_a1", body_a1), record("msg_a2", body_a2), record("msg_b", body_b)];
+    assert!(failed_ids(&first.handle(batch(records)).await).is_empty());
+    // Another container without shared memory sends msg_a1 again: FIFO
+    // deduplication by webhook id keeps it out.
+    let second = handler(&format!("*={fifo}"));
+    assert!(failed_ids(&second.handle(batch(vec![record("msg_a1", body_a1)])).await).is_empty());
+
+    let messages = drain(&client, &fifo, 3).await;
+    let seen: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            let group = m.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId].clone();
+            (attribute(m, ATTR_ID).unwrap().to_owned(), group)
+        })
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.contains(&("msg_a1".into(), "doc-a".into())));
+    assert!(seen.contains(&("msg_a2".into(), "doc-a".into())));
+    assert!(seen.contains(&("msg_b".into(), "doc-b".into())));
+    let a_order: Vec<&str> = seen.iter().filter(|(_, g)| g == "doc-a").map(|(id, _)| id.as_str()).collect();
+    assert_eq!(a_order, ["msg_a1", "msg_a2"], "one resource's events stay in order");
+}
+
+#[tokio::test]
+async fn eventbridge_gets_the_payload_as_detail_and_the_type_as_detail_type() {
+    let sqs = sqs_client();
+    let events = eventbridge_client();
+    let bus = unique_name("nectar-bus");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let target = create_queue(&sqs, "eventbridge-target").await;
+    let rule = unique_name("flagged-documents");
+    events
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(&bus)
+        .event_pattern(
+            r#"{"source": ["nectar"], "detail-type": [{"prefix": "document."}], "detail": {"isFlagged": [true]}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn(&sqs, &target).await)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let handler = handler(&format!("*=eventbridge:{bus}"));
+    let flagged = br#"{"eventType":"document.created.v2","id":"d1","isFlagged":true,"totalCharges":12.30}"#;
+    let records = vec![
+        record("msg_flagged", flagged),
+        record("msg_other", br#"{"eventType":"document.created.v2","id":"d2","isFlagged":false}"#),
+        record("msg_text", b"not json at all"),
+    ];
+    assert!(failed_ids(&handler.handle(batch(records)).await).is_empty());
+
+    let received = drain(&sqs, &target, 1).await;
+    assert_eq!(received.len(), 1, "only the flagged document matches the rule");
+    let event: Value = serde_json::from_str(received[0].body().unwrap()).unwrap();
+    assert_eq!(event["source"], "nectar");
+    assert_eq!(event["detail-type"], "document.created.v2");
+    assert_eq!(event["detail"], serde_json::from_slice::<Value>(flagged).unwrap());
+    assert_eq!(event["resources"], json!(["webhook-id:msg_flagged"]));
+}
+
+#[tokio::test]
+async fn with_dynamodb_the_same_webhook_reaches_each_destination_once_across_containers() {
+    let sqs = sqs_client();
+    let dynamodb = dynamodb_client();
+    let table = create_idempotency_table(&dynamodb).await;
+    let queue = create_queue(&sqs, "once").await;
+    let file = temp_file("once");
+    let routes = format!("*={queue},file:{}", file.display());
+    let store = || DynamoSeen::new(dynamodb.clone(), &table, DEFAULT_TTL, DEFAULT_LEASE);
+    let container_a = handler_with(&routes, destinations(), store());
+    let container_b = handler_with(&routes, destinations(), store());
     let body = payload("document.created.v2.json");
-    let first = lambda_router::handle(&router, batch(vec![record("msg_twice", &body)])).await;
-    let again =
-        lambda_router::handle(&router, batch(vec![record("msg_twice", &body), record("msg_twice", &body)])).await;
-    assert!(failed_ids(&first).is_empty() && failed_ids(&again).is_empty());
-    assert_eq!(drain(&client, &queue, 1).await.len(), 1);
+
+    assert!(failed_ids(&container_a.handle(batch(vec![record("msg_twice", &body)])).await).is_empty());
+    assert!(failed_ids(&container_b.handle(batch(vec![record("msg_twice", &body)])).await).is_empty());
+    assert!(failed_ids(&container_a.handle(batch(vec![record("msg_twice", &body)])).await).is_empty());
+    assert_eq!(drain(&sqs, &queue, 1).await.len(), 1);
     assert_eq!(lines(&file).len(), 1);
 }
 
 #[tokio::test]
-async fn a_failing_destination_fails_only_its_own_records() {
+async fn a_failing_destination_fails_only_its_own_records_and_is_retried_alone() {
     let client = sqs_client();
     let healthy = create_queue(&client, "healthy").await;
     let missing = format!("{}/123456789012/no-such-queue", moto_endpoint());
-    let router = router(&format!("document.*={missing};*={healthy}"));
+    let handler = handler(&format!("document.*={healthy},{missing};*={healthy}"));
     let records = vec![
         record("msg_doc", &payload("document.created.json")),
         record("msg_conn", &payload("connection.created.json")),
         json!({"messageId": "sqs-poison", "body": "{}", "messageAttributes": {}}),
     ];
-    let response = lambda_router::handle(&router, batch(records)).await;
-    assert_eq!(failed_ids(&response), vec!["sqs-msg_doc".to_string(), "sqs-poison".to_string()]);
-    let delivered = drain(&client, &healthy, 1).await;
-    assert_eq!(delivered.len(), 1);
-    assert_eq!(attribute(&delivered[0], ATTR_ID), Some("msg_conn"));
+    let response = handler.handle(batch(records)).await;
+    assert_eq!(failed_ids(&response), ["sqs-msg_doc", "sqs-poison"]);
+    let retry = handler.handle(batch(vec![record("msg_doc", &payload("document.created.json"))])).await;
+    assert_eq!(failed_ids(&retry), ["sqs-msg_doc"], "still failing for the missing queue");
+    let delivered = drain(&client, &healthy, 2).await;
+    let mut ids: Vec<&str> = delivered.iter().map(|m| attribute(m, ATTR_ID).unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["msg_conn", "msg_doc"], "the healthy copy of msg_doc was delivered once, not on the retry");
 }
 
 /// What Lambda's SQS event source does: receive a batch, invoke, delete
 /// what the function did not report as failed.
-async fn event_source_round(client: &aws_sdk_sqs::Client, queue: &str, router: &SqsRouter) -> usize {
+async fn event_source_round<S: SeenStore>(
+    client: &aws_sdk_sqs::Client,
+    queue: &str,
+    handler: &SqsBatchHandler<Destinations, S>,
+) -> usize {
     let received = client
         .receive_message()
         .queue_url(queue)
         .max_number_of_messages(10)
         .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
         .send()
         .await
         .unwrap()
@@ -139,10 +288,13 @@ async fn event_source_round(client: &aws_sdk_sqs::Client, queue: &str, router: &
                 .flatten()
                 .map(|(k, v)| (k.clone(), json!({"stringValue": v.string_value(), "dataType": "String"})))
                 .collect();
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(), "messageAttributes": attributes})
+            let system: serde_json::Map<String, Value> =
+                m.attributes().into_iter().flatten().map(|(k, v)| (k.as_str().to_owned(), json!(v))).collect();
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                   "attributes": system, "messageAttributes": attributes})
         })
         .collect();
-    let response = lambda_router::handle(router, batch(records)).await;
+    let response = handler.handle(batch(records)).await;
     let failed = failed_ids(&response);
     for message in received.iter().filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id())) {
         client
@@ -156,18 +308,9 @@ async fn event_source_round(client: &aws_sdk_sqs::Client, queue: &str, router: &
     received.len()
 }
 
-#[tokio::test]
-async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_neighbours_are_delivered() {
-    let client = sqs_client();
-    let (ingest_queue, dlq) = create_queue_with_dlq(&client, "ingest", 3).await;
-    let destination = create_queue(&client, "dest").await;
-    let router = router(&format!("*={destination}"));
-
-    client.send_message().queue_url(&ingest_queue).message_body("no attributes: undecodable").send().await.unwrap();
-    let good = record("msg_good", &payload("document.updated.v2.json"));
-    let attributes = good["messageAttributes"].as_object().unwrap();
-    let mut send = client.send_message().queue_url(&ingest_queue).message_body(good["body"].as_str().unwrap());
-    for (name, value) in attributes {
+async fn send_record(client: &aws_sdk_sqs::Client, queue: &str, record: &Value) {
+    let mut send = client.send_message().queue_url(queue).message_body(record["body"].as_str().unwrap());
+    for (name, value) in record["messageAttributes"].as_object().unwrap() {
         let value = aws_sdk_sqs::types::MessageAttributeValue::builder()
             .data_type("String")
             .string_value(value["stringValue"].as_str().unwrap())
@@ -176,22 +319,101 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_neighbours_are_d
         send = send.message_attributes(name, value);
     }
     send.send().await.unwrap();
+}
+
+#[tokio::test]
+async fn poison_ends_in_the_dead_letter_queue_with_its_reason_and_neighbours_are_delivered() {
+    let client = sqs_client();
+    let (ingest_queue, dlq) = create_queue_with_dlq(&client, "ingest", 3).await;
+    let destination = create_queue(&client, "dest").await;
+    let mut handler = handler(&format!("document.*={destination}"));
+    handler.dead_letters = Some(DeadLetters { client: client.clone(), queue_url: dlq.clone(), max_receive_count: 3 });
+
+    client.send_message().queue_url(&ingest_queue).message_body("no attributes: undecodable").send().await.unwrap();
+    send_record(&client, &ingest_queue, &record("msg_unrouted", br#"{"eventType":"connection.created"}"#)).await;
+    send_record(&client, &ingest_queue, &record("msg_good", &payload("document.updated.v2.json"))).await;
 
     for _ in 0..10 {
-        if event_source_round(&client, &ingest_queue, &router).await == 0 {
+        if event_source_round(&client, &ingest_queue, &handler).await == 0 {
             break;
         }
     }
-    let dead = drain(&client, &dlq, 1).await;
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].body(), Some("no attributes: undecodable"));
+    let dead = drain(&client, &dlq, 2).await;
+    assert_eq!(dead.len(), 2);
+    for message in &dead {
+        assert_eq!(attribute(message, ATTR_FAILED_RECEIVES), Some("3"));
+        let reason = attribute(message, ATTR_FAILURE_REASON).unwrap();
+        match attribute(message, ATTR_ID) {
+            None => {
+                assert_eq!(message.body(), Some("no attributes: undecodable"));
+                assert!(reason.contains("undecodable message"), "{reason}");
+            }
+            Some(id) => {
+                assert_eq!(id, "msg_unrouted");
+                assert!(reason.contains("no route matches event type \"connection.created\""), "{reason}");
+            }
+        }
+    }
     let delivered = drain(&client, &destination, 1).await;
     assert_eq!(delivered.len(), 1);
     assert_eq!(attribute(&delivered[0], ATTR_ID), Some("msg_good"));
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique_name("nectar-router"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[tokio::test]
+async fn without_a_configured_dead_letter_queue_the_redrive_policy_still_catches_poison() {
+    let client = sqs_client();
+    let (ingest_queue, dlq) = create_queue_with_dlq(&client, "redrive", 2).await;
+    let handler = handler("*=drop");
+    client.send_message().queue_url(&ingest_queue).message_body("undecodable").send().await.unwrap();
+    for _ in 0..10 {
+        if event_source_round(&client, &ingest_queue, &handler).await == 0 {
+            break;
+        }
+    }
+    let dead = drain(&client, &dlq, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body(), Some("undecodable"));
+}
+
+/// A typed handler as a user would write one: remembers flagged bills.
+#[derive(Default, Clone)]
+struct FlaggedBills(Arc<Mutex<Vec<Bill>>>);
+
+/// A webhook id and the bill's exact total.
+type Bill = (String, Option<String>);
+
+impl Handler for FlaggedBills {
+    fn handle<'a>(&'a self, event: &'a NectarEvent, delivery: &'a Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            if let NectarEvent::DocumentCreated { document, .. } = event {
+                let total = document.total_charges.as_ref().and_then(|d| d.value()).map(|d| d.to_string());
+                self.0.lock().unwrap().push((delivery.envelope.id.clone(), total));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn typed_handlers_receive_parsed_events_and_untypable_payloads_fail() {
+    let bills = FlaggedBills::default();
+    let handler = handler_with(
+        "document.*=handler:bills; *=handler:bills",
+        Destinations::default().with_handler("bills", bills.clone()),
+        InMemorySeen::default(),
+    );
+    let records = vec![
+        record("msg_bill", br#"{"eventType":"document.created.v2","totalCharges":1234.5600000001}"#),
+        record("msg_untypable", b"[0137746423]"),
+    ];
+    let response = handler.handle(batch(records)).await;
+    assert_eq!(failed_ids(&response), ["sqs-msg_untypable"]);
+    assert_eq!(*bills.0.lock().unwrap(), [("msg_bill".to_string(), Some("1234.5600000001".to_string()))]);
+}
+
+#[tokio::test]
+async fn a_route_to_an_unregistered_handler_is_refused_at_start_up() {
+    let table = RouteTable::parse("*=handler:missing").unwrap();
+    let err = Destinations::default().check(&table).unwrap_err();
+    assert!(err.contains("no handler registered under \"missing\""), "{err}");
 }

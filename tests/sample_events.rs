@@ -12,8 +12,9 @@ use lambda_http::request::LambdaRequest;
 use lambda_runtime::tower::ServiceExt as _;
 use lambda_runtime::{Context, LambdaEvent, Service as _};
 use nectar_webhooks::adapters::destinations::Destinations;
+use nectar_webhooks::adapters::lambda_ingest;
+use nectar_webhooks::adapters::lambda_router::SqsBatchHandler;
 use nectar_webhooks::adapters::sqs::SqsQueue;
-use nectar_webhooks::adapters::{lambda_ingest, lambda_router};
 use nectar_webhooks::config::IngestConfig;
 use nectar_webhooks::core::clock::FixedClock;
 use nectar_webhooks::core::dedup::InMemorySeen;
@@ -77,12 +78,15 @@ async fn every_ingest_sample_gets_its_expected_status() {
 async fn every_router_sample_is_routed_and_only_poison_fails() {
     let out = std::env::temp_dir().join(unique_name("samples")).with_extension("jsonl");
     let routes = RouteTable::parse(&format!("*=file:{}", out.display())).unwrap();
-    let router = Router::new(routes, Destinations::new(None), InMemorySeen::default());
+    let handler = SqsBatchHandler {
+        router: Router::new(routes, Destinations::default(), InMemorySeen::default()),
+        dead_letters: None,
+    };
     for file in json_files(&project_dir().join("events/router")) {
         let event: SqsEvent = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         let poison: Vec<String> =
             event.records.iter().filter_map(|r| r.message_id.clone()).filter(|id| id.starts_with("poison")).collect();
-        let response = lambda_router::handle(&router, event).await;
+        let response = handler.handle(event).await;
         let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
         assert_eq!(failed, poison, "{}", file.display());
     }

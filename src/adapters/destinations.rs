@@ -2,50 +2,72 @@
 
 use crate::adapters::sqs;
 use crate::core::envelope::{ATTR_EVENT_TYPE, ATTR_ROUTE};
+use crate::core::events::NectarEvent;
+use crate::core::handlers::Handler;
 use crate::core::router::{Deliver, Delivery, DeliveryError};
-use crate::core::routing::Destination;
+use crate::core::routing::{Destination, RouteTable};
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use base64::Engine as _;
+use std::collections::HashMap;
 use std::io::Write as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Mutex;
 use tracing::info;
 
-/// Delivers to SQS queues, JSON-lines files, standard output, or nowhere.
-#[derive(Debug)]
+/// Delivers to SQS queues (standard and FIFO), EventBridge buses, typed
+/// handlers, JSON-lines files, standard output, or nowhere.
+#[derive(Default)]
 pub struct Destinations {
     sqs: Option<aws_sdk_sqs::Client>,
+    eventbridge: Option<aws_sdk_eventbridge::Client>,
+    handlers: HashMap<String, Box<dyn Handler>>,
     file_lock: Mutex<()>,
 }
 
 impl Destinations {
-    /// `sqs` may be `None` when no route names an SQS queue.
-    pub fn new(sqs: Option<aws_sdk_sqs::Client>) -> Self {
-        Self { sqs, file_lock: Mutex::new(()) }
+    pub fn with_sqs(mut self, client: aws_sdk_sqs::Client) -> Self {
+        self.sqs = Some(client);
+        self
+    }
+
+    pub fn with_eventbridge(mut self, client: aws_sdk_eventbridge::Client) -> Self {
+        self.eventbridge = Some(client);
+        self
+    }
+
+    /// Registers a typed handler for `handler:NAME` routes.
+    pub fn with_handler(mut self, name: &str, handler: impl Handler + 'static) -> Self {
+        self.handlers.insert(name.to_owned(), Box::new(handler));
+        self
+    }
+
+    /// Checks at start-up that every destination of `table` can be reached.
+    pub fn check(&self, table: &RouteTable) -> Result<(), String> {
+        table.destinations().try_for_each(|destination| match destination {
+            Destination::Sqs(_) if self.sqs.is_none() => Err(format!("{destination}: no SQS client")),
+            Destination::EventBridge(_) if self.eventbridge.is_none() => {
+                Err(format!("{destination}: no EventBridge client"))
+            }
+            Destination::Handler(name) if !self.handlers.contains_key(name) => {
+                Err(format!("{destination}: no handler registered under {name:?}"))
+            }
+            _ => Ok(()),
+        })
     }
 }
 
 impl Deliver for Destinations {
     async fn deliver(&self, destination: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
         match destination {
-            Destination::Sqs(url) => {
-                let client = self.sqs.as_ref().ok_or_else(|| DeliveryError("no SQS client configured".into()))?;
-                let mut message = delivery.envelope.to_queue_message();
-                message.attributes.push((ATTR_EVENT_TYPE, delivery.event_type.to_owned()));
-                message.attributes.push((ATTR_ROUTE, delivery.route.to_owned()));
-                sqs::send(client, url, message).await.map_err(DeliveryError)
+            Destination::Sqs(url) => self.to_sqs(url, destination.is_fifo_queue(), delivery).await,
+            Destination::EventBridge(bus) => self.to_eventbridge(bus, delivery).await,
+            Destination::Handler(name) => {
+                let handler = self.handlers.get(name).ok_or_else(|| DeliveryError(format!("no handler {name:?}")))?;
+                let event = NectarEvent::parse(delivery.event_type, &delivery.envelope.body)
+                    .map_err(|err| DeliveryError(format!("cannot type the payload for handler {name:?}: {err}")))?;
+                handler.handle(&event, delivery).await
             }
-            Destination::File(path) => {
-                let line = json_line(delivery);
-                let _serialised = self.file_lock.lock().await;
-                let mut file = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .map_err(|err| DeliveryError(format!("open {path}: {err}")))?;
-                file.write_all(line.as_bytes()).await.map_err(|err| DeliveryError(format!("write {path}: {err}")))?;
-                file.flush().await.map_err(|err| DeliveryError(format!("flush {path}: {err}")))
-            }
+            Destination::File(path) => self.to_file(path, delivery).await,
             Destination::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(json_line(delivery).as_bytes())
@@ -57,6 +79,73 @@ impl Deliver for Destinations {
                 Ok(())
             }
         }
+    }
+}
+
+impl Destinations {
+    /// The payload as the message body, with the webhook's attributes; on a
+    /// FIFO queue, grouped by resource (so one connection's or document's
+    /// events stay in order) and de-duplicated by webhook id.
+    async fn to_sqs(&self, url: &str, fifo: bool, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+        let client = self.sqs.as_ref().ok_or_else(|| DeliveryError("no SQS client configured".into()))?;
+        let mut message = delivery.envelope.to_queue_message();
+        message.attributes.push((ATTR_EVENT_TYPE, delivery.event_type.to_owned()));
+        message.attributes.push((ATTR_ROUTE, delivery.route.to_owned()));
+        let fifo_ids = fifo.then(|| {
+            let group = delivery.resource_id.unwrap_or(&delivery.envelope.id);
+            (group.to_owned(), delivery.envelope.id.clone())
+        });
+        sqs::send(client, url, message, fifo_ids).await.map_err(DeliveryError)
+    }
+
+    /// `Source` = the webhook's source, `DetailType` = the event type,
+    /// `Detail` = the payload's JSON as received (a payload that is not a
+    /// JSON object is wrapped as `{"body": "..."}`), `Resources` = the
+    /// webhook id as `webhook-id:<svix-id>`.
+    async fn to_eventbridge(&self, bus: &str, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+        let client =
+            self.eventbridge.as_ref().ok_or_else(|| DeliveryError("no EventBridge client configured".into()))?;
+        let body = &delivery.envelope.body;
+        let is_object = matches!(serde_json::from_slice::<serde_json::Value>(body), Ok(serde_json::Value::Object(_)));
+        let detail = match std::str::from_utf8(body) {
+            Ok(text) if is_object => text.to_owned(),
+            _ => serde_json::json!({ "body": String::from_utf8_lossy(body) }).to_string(),
+        };
+        let entry = PutEventsRequestEntry::builder()
+            .event_bus_name(bus)
+            .source(&delivery.envelope.source)
+            .detail_type(delivery.event_type)
+            .detail(detail)
+            .resources(format!("webhook-id:{}", delivery.envelope.id))
+            .build();
+        let output = client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|err| DeliveryError(aws_sdk_eventbridge::error::DisplayErrorContext(err).to_string()))?;
+        match output.entries().first() {
+            Some(entry) if entry.error_code().is_some() => Err(DeliveryError(format!(
+                "EventBridge refused the event: {} {}",
+                entry.error_code().unwrap_or_default(),
+                entry.error_message().unwrap_or_default()
+            ))),
+            _ if output.failed_entry_count() > 0 => Err(DeliveryError("EventBridge refused the event".into())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn to_file(&self, path: &str, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+        let line = json_line(delivery);
+        let _serialised = self.file_lock.lock().await;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .map_err(|err| DeliveryError(format!("open {path}: {err}")))?;
+        file.write_all(line.as_bytes()).await.map_err(|err| DeliveryError(format!("write {path}: {err}")))?;
+        file.flush().await.map_err(|err| DeliveryError(format!("flush {path}: {err}")))
     }
 }
 

@@ -1,27 +1,88 @@
 //! The router Lambda: SQS batches in, partial batch failures out.
 
-use crate::core::dedup::SeenStore;
-use crate::core::envelope::Envelope;
-use crate::core::router::{Deliver, Record, Router};
+use crate::adapters::destinations::Destinations;
+use crate::adapters::idempotency::{DynamoSeen, IdempotencyStore};
+use crate::adapters::{aws, sqs};
+use crate::config::RouterConfig;
+use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen, SeenStore};
+use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, Envelope, QueueMessage};
+use crate::core::router::{Deliver, Failure, Record, Router};
+use crate::core::routing::Destination;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
+use tracing::error;
 
-/// Routes one SQS batch; only the records that failed are reported, so SQS
-/// redelivers just those (and, after `maxReceiveCount`, moves them to the DLQ).
-pub async fn handle<D: Deliver, S: SeenStore>(router: &Router<D, S>, event: SqsEvent) -> SqsBatchResponse {
-    let records = event.records.iter().map(record).collect();
-    let failed = router.route_batch(records).await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .map(|id| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            failure
-        })
-        .collect();
-    response
+/// Where records go that failed too often, with the reason attached. SQS's
+/// own redrive policy (the same `maxReceiveCount`) remains the backstop.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub max_receive_count: u32,
+}
+
+/// Routes SQS batches.
+pub struct SqsBatchHandler<D, S> {
+    pub router: Router<D, S>,
+    pub dead_letters: Option<DeadLetters>,
+}
+
+impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
+    /// Routes one batch; only the records that failed are reported, so SQS
+    /// redelivers just those. A record failing for the last allowed time is
+    /// moved to the dead-letter queue with its reason instead.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let records = event.records.iter().map(record).collect();
+        let failures = self.router.route_batch(records).await;
+        let mut response = SqsBatchResponse::default();
+        for failure in failures {
+            let message = event.records.iter().find(|m| m.message_id.as_deref() == Some(failure.id.as_str()));
+            if let Some(message) = message
+                && self.dead_letter(message, &failure).await
+            {
+                continue;
+            }
+            let mut item = BatchItemFailure::default();
+            item.item_identifier = failure.id;
+            response.batch_item_failures.push(item);
+        }
+        response
+    }
+
+    /// Moves a record that has used its last receive; true if it was moved.
+    async fn dead_letter(&self, message: &SqsMessage, failure: &Failure) -> bool {
+        let Some(dead_letters) = &self.dead_letters else { return false };
+        let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(0);
+        if receives < dead_letters.max_receive_count {
+            return false;
+        }
+        let mut attributes: Vec<(&'static str, String)> = message
+            .message_attributes
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((crate::core::envelope::known_attribute(name)?, value.string_value.clone()?))
+            })
+            .collect();
+        attributes.push((ATTR_FAILURE_REASON, truncate(&failure.reason, 1024)));
+        attributes.push((ATTR_FAILED_RECEIVES, receives.to_string()));
+        let copy = QueueMessage { body: message.body.clone().unwrap_or_default(), attributes };
+        match sqs::send(&dead_letters.client, &dead_letters.queue_url, copy, None).await {
+            Ok(()) => {
+                error!(message_id = %failure.id, receives, reason = %failure.reason, "webhook dead-lettered");
+                true
+            }
+            Err(err) => {
+                error!(message_id = %failure.id, error = %err, "could not dead-letter; SQS's redrive policy will");
+                false
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let end = (0..=max.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    text[..end].to_owned()
 }
 
 fn record(message: &SqsMessage) -> Record {
@@ -32,14 +93,43 @@ fn record(message: &SqsMessage) -> Record {
     }
 }
 
-/// Runs the router Lambda until the runtime stops it.
+/// Runs a router Lambda until the runtime stops it.
 pub async fn run<D: Deliver + 'static, S: SeenStore + 'static>(
-    router: Router<D, S>,
+    handler: SqsBatchHandler<D, S>,
 ) -> Result<(), lambda_runtime::Error> {
-    let router = Arc::new(router);
+    let handler = Arc::new(handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let router = Arc::clone(&router);
-        async move { Ok::<_, std::convert::Infallible>(handle(&router, event.payload).await) }
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, std::convert::Infallible>(handler.handle(event.payload).await) }
     }))
     .await
+}
+
+/// Builds the router from the environment ([`RouterConfig`]) and runs it.
+/// `customise` registers typed handlers (see `examples/typed_handler.rs`).
+pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) -> Result<(), lambda_runtime::Error> {
+    let config = RouterConfig::from_env().inspect_err(|err| error!(error = %err, "invalid configuration"))?;
+    let sdk = aws::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let mut destinations = Destinations::default().with_sqs(sqs.clone());
+    if config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_))) {
+        destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(&sdk));
+    }
+    let destinations = customise(destinations);
+    destinations.check(&config.routes).inspect_err(|err| error!(error = %err, "invalid configuration"))?;
+    let store = match config.idempotency_table {
+        Some(table) => IdempotencyStore::Dynamo(DynamoSeen::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            table,
+            config.idempotency_ttl,
+            DEFAULT_LEASE,
+        )),
+        None => IdempotencyStore::Memory(InMemorySeen::new(config.idempotency_ttl, DEFAULT_LEASE, 100_000)),
+    };
+    let dead_letters = config.dead_letter_queue_url.map(|queue_url| DeadLetters {
+        client: sqs,
+        queue_url,
+        max_receive_count: config.max_receive_count,
+    });
+    run(SqsBatchHandler { router: Router::new(config.routes, destinations, store), dead_letters }).await
 }

@@ -1,11 +1,15 @@
 //! Adapters: thin layers between the core and the outside world.
 //!
 //! - [`lambda_ingest`], [`lambda_router`]: the two Lambda entry points.
+//! - [`aws`]: the SDK configuration (time limits) all AWS clients share.
 //! - [`sqs`]: the ingest queue on Amazon SQS.
-//! - [`destinations`]: where routed webhooks go (SQS, files, stdout).
+//! - [`idempotency`]: the DynamoDB store behind once-per-destination delivery.
+//! - [`destinations`]: where routed webhooks go (SQS, EventBridge, typed handlers, files, stdout).
 //! - [`local`]: `nectar-webhooks serve`, both sides in one process.
 
+pub mod aws;
 pub mod destinations;
+pub mod idempotency;
 pub mod lambda_ingest;
 pub mod lambda_router;
 pub mod local;

@@ -1,34 +1,15 @@
 //! Amazon SQS: the ingest queue (a [`Queue`]) and the shapes messages take on it.
 
+use crate::adapters::aws;
 use crate::core::envelope::{DecodeError, Envelope, QueueMessage};
 use crate::core::queue::{Queue, QueueError};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use std::collections::HashMap;
-use std::time::Duration;
 
-/// SDK time limits chosen so a failing or stalled SQS still leaves ingest
-/// time to answer 503 inside Svix's 15-second budget: at most 3 attempts of
-/// at most 2 s each, never more than 5 s in all (see `template.yaml`).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
-pub const MAX_ATTEMPTS: u32 = 3;
-
-/// Builds an SQS client from the environment (region, credentials and
-/// `AWS_ENDPOINT_URL` as the AWS SDKs read them) with the time limits above.
+/// Builds an SQS client with the time limits of [`aws::sdk_config`].
 pub async fn client() -> Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build();
-    let config = aws_config::from_env()
-        .timeout_config(timeouts)
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-        .load()
-        .await;
-    Client::new(&config)
+    Client::new(&aws::sdk_config().await)
 }
 
 /// The ingest queue.
@@ -46,17 +27,26 @@ impl SqsQueue {
 
 impl Queue for SqsQueue {
     async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
-        send(&self.client, &self.url, message).await.map_err(QueueError)
+        send(&self.client, &self.url, message, None).await.map_err(QueueError)
     }
 }
 
-/// Sends one message; the error says why SQS did not take it.
-pub async fn send(client: &Client, queue_url: &str, message: QueueMessage) -> Result<(), String> {
+/// Sends one message; the error says why SQS did not take it. `fifo` gives
+/// a FIFO queue's message group id and deduplication id.
+pub async fn send(
+    client: &Client,
+    queue_url: &str,
+    message: QueueMessage,
+    fifo: Option<(String, String)>,
+) -> Result<(), String> {
+    let (group, deduplication) = fifo.unzip();
     client
         .send_message()
         .queue_url(queue_url)
         .message_body(message.body)
         .set_message_attributes(Some(to_sdk_attributes(&message.attributes)))
+        .set_message_group_id(group)
+        .set_message_deduplication_id(deduplication)
         .send()
         .await
         .map(drop)

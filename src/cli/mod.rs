@@ -3,10 +3,12 @@
 
 pub mod lambda_events;
 
+use crate::adapters::aws;
+use crate::adapters::destinations::Destinations;
 use crate::adapters::local::{self, LocalConfig};
-use crate::adapters::sqs;
 use crate::config::{self, IngestConfig};
 use crate::core::clock::{Clock, SystemClock};
+use crate::core::routing::Destination;
 use crate::core::verification::svix::sign;
 use clap::{Parser, Subcommand};
 use lambda_events::{Format, Signed};
@@ -112,8 +114,17 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let config = LocalConfig { ingest, routes, queue_url };
-    let sqs_client = if config.needs_sqs() { Some(sqs::client().await) } else { None };
-    local::run(config, sqs_client, listener, shutdown).await.map_err(|e| e.to_string())
+    let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
+    let sdk = if config.needs_sqs() || needs_eventbridge { Some(aws::sdk_config().await) } else { None };
+    let sqs_client = sdk.as_ref().filter(|_| config.needs_sqs()).map(aws_sdk_sqs::Client::new);
+    let mut destinations = Destinations::default();
+    if let Some(client) = &sqs_client {
+        destinations = destinations.with_sqs(client.clone());
+    }
+    if let Some(sdk) = sdk.as_ref().filter(|_| needs_eventbridge) {
+        destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(sdk));
+    }
+    local::run(config, sqs_client, destinations, listener, shutdown).await.map_err(|e| e.to_string())
 }
 
 async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> Result<(), String> {

@@ -23,6 +23,27 @@ pub const ATTR_EVENT_TYPE: &str = "event-type";
 pub const ATTR_ROUTE: &str = "route";
 /// Attribute present (value `base64`) when the body had to be encoded.
 pub const ATTR_BODY_ENCODING: &str = "body-encoding";
+/// Attribute on dead-lettered copies: why the last delivery failed.
+pub const ATTR_FAILURE_REASON: &str = "failure-reason";
+/// Attribute on dead-lettered copies: how many times delivery was tried.
+pub const ATTR_FAILED_RECEIVES: &str = "failed-receives";
+
+/// The attributes this format defines, so copies can carry them over.
+const KNOWN_ATTRIBUTES: [&str; 8] = [
+    ATTR_ID,
+    ATTR_TIMESTAMP,
+    ATTR_SOURCE,
+    ATTR_EVENT_TYPE,
+    ATTR_ROUTE,
+    ATTR_BODY_ENCODING,
+    ATTR_FAILURE_REASON,
+    ATTR_FAILED_RECEIVES,
+];
+
+/// The `'static` name of an attribute this format defines.
+pub fn known_attribute(name: &str) -> Option<&'static str> {
+    KNOWN_ATTRIBUTES.iter().copied().find(|known| *known == name)
+}
 
 /// A webhook that passed verification, ready to queue or route.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,16 +4,18 @@
 //! - [`sources`]: who may send, and how each source authenticates.
 //! - [`ingest`]: request → queued or refused, with every status code.
 //! - [`envelope`]: the queued message's format.
-//! - [`event`]: Nectar event types.
+//! - [`events`]: Nectar event types and typed models.
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
+//! - [`handlers`]: typed handlers written in Rust, the extension point.
 //! - [`dedup`]: remembering deliveries.
 //! - [`queue`], [`clock`]: ports to the outside.
 
 pub mod clock;
 pub mod dedup;
 pub mod envelope;
-pub mod event;
+pub mod events;
+pub mod handlers;
 pub mod ingest;
 pub mod queue;
 pub mod router;

@@ -7,7 +7,7 @@
 
 use crate::core::dedup::{Claim, SeenStore, StoreError};
 use crate::core::envelope::{DecodeError, Envelope};
-use crate::core::event::event_type_of;
+use crate::core::events::probe;
 use crate::core::routing::{Destination, RouteTable};
 use std::future::Future;
 use thiserror::Error;
@@ -18,8 +18,10 @@ use tracing::{error, info, warn};
 pub struct Delivery<'a> {
     pub envelope: &'a Envelope,
     pub event_type: &'a str,
-    /// The pattern of the rule that matched.
+    /// The rule that matched, as written (pattern and filters).
     pub route: &'a str,
+    /// The connection's or document's id, if the payload has one.
+    pub resource_id: Option<&'a str>,
 }
 
 /// A destination refused or could not be reached; the record is retried.
@@ -66,6 +68,13 @@ pub struct Record {
     pub message: Result<Envelope, DecodeError>,
 }
 
+/// A record that was not fully delivered, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub id: String,
+    pub reason: String,
+}
+
 /// Routes webhooks by event type and delivers each to its destinations once.
 pub struct Router<D, S> {
     table: RouteTable,
@@ -78,16 +87,16 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         Self { table, deliver, seen }
     }
 
-    /// Routes every record on its own, concurrently; returns the ids of those
-    /// that failed, so the queue redelivers only them.
-    pub async fn route_batch(&self, records: Vec<Record>) -> Vec<String> {
+    /// Routes every record on its own, concurrently; returns those that
+    /// failed, so the queue redelivers only them.
+    pub async fn route_batch(&self, records: Vec<Record>) -> Vec<Failure> {
         let outcomes =
             futures_util::future::join_all(records.into_iter().map(|record| self.route_logged(record))).await;
         outcomes.into_iter().flatten().collect()
     }
 
-    /// Routes one record and logs the outcome; returns its id if it failed.
-    async fn route_logged(&self, record: Record) -> Option<String> {
+    /// Routes one record and logs the outcome; returns it if it failed.
+    async fn route_logged(&self, record: Record) -> Option<Failure> {
         let webhook_id = record.message.as_ref().map(|e| e.id.clone()).unwrap_or_else(|_| "-".into());
         match self.route_record(record.message).await {
             Ok(routed) => {
@@ -103,7 +112,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             }
             Err(err) => {
                 error!(webhook_id, message_id = %record.id, error = %err, "webhook not routed; will be retried");
-                Some(record.id)
+                Some(Failure { id: record.id, reason: err.to_string() })
             }
         }
     }
@@ -117,9 +126,17 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     /// that already have it. Fails if any destination failed; those that
     /// succeeded are remembered, so a retry reaches only the rest.
     pub async fn route(&self, envelope: &Envelope) -> Result<Routed, RecordError> {
-        let event_type = event_type_of(&envelope.source, &envelope.body);
-        let route = self.table.route(&event_type).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
-        let delivery = Delivery { envelope, event_type: &event_type, route: route.pattern.as_str() };
+        let probe = probe(&envelope.source, &envelope.body);
+        let event_type = probe.event_type;
+        let route =
+            self.table.route(&event_type, &envelope.body).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
+        let route_name = route.name();
+        let delivery = Delivery {
+            envelope,
+            event_type: &event_type,
+            route: &route_name,
+            resource_id: probe.resource_id.as_deref(),
+        };
         let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
         for destination in &route.destinations {
             let key = idempotency_key(envelope, destination);
@@ -153,7 +170,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 first: first.clone(),
             });
         }
-        Ok(Routed { event_type, route: route.pattern.as_str().to_owned(), delivered, duplicates })
+        Ok(Routed { event_type, route: route_name, delivered, duplicates })
     }
 }
 
@@ -192,6 +209,10 @@ mod tests {
 
     fn router(routes: &str) -> Router<Recorder, InMemorySeen> {
         Router::new(RouteTable::parse(routes).unwrap(), Recorder::default(), InMemorySeen::default())
+    }
+
+    fn ids(failures: &[Failure]) -> Vec<&str> {
+        failures.iter().map(|f| f.id.as_str()).collect()
     }
 
     fn record(id: &str, body: &str) -> Record {
@@ -263,10 +284,12 @@ mod tests {
                 record("b", r#"{"eventType":"connection.created"}"#),
             ])
             .await;
-        assert_eq!(failed, vec!["sqs-a".to_string(), "sqs-poison".to_string()]);
+        assert_eq!(ids(&failed), ["sqs-a", "sqs-poison"]);
+        assert!(failed[0].reason.contains("broken on purpose"), "{}", failed[0].reason);
+        assert!(failed[1].reason.contains("webhook-id"), "{}", failed[1].reason);
 
         let retried = router.route_batch(vec![record("a", r#"{"eventType":"document.created"}"#)]).await;
-        assert_eq!(retried, vec!["sqs-a".to_string()]);
+        assert_eq!(ids(&retried), ["sqs-a"]);
         let stdout_copies = router.deliver.0.lock().unwrap().iter().filter(|(_, id, _)| id == "a").count();
         assert_eq!(stdout_copies, 1);
     }
@@ -275,6 +298,6 @@ mod tests {
     async fn unmatched_event_types_fail_rather_than_vanish() {
         let router = router("document.*=stdout");
         let failed = router.route_batch(vec![record("a", r#"{"eventType":"connection.created"}"#)]).await;
-        assert_eq!(failed, vec!["sqs-a".to_string()]);
+        assert_eq!(ids(&failed), ["sqs-a"]);
     }
 }

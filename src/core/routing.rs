@@ -1,19 +1,28 @@
-//! The route table: which destinations get which event types.
+//! The route table: which destinations get which webhooks.
 //!
-//! Syntax (the same for the router Lambda's `ROUTES` and local mode):
-//! rules `PATTERN=DEST[,DEST...]` separated by `;` or newlines, tried in
+//! Syntax (the same for the router Lambda's `ROUTES` and local mode): rules
+//! `PATTERN[FILTER]...=DEST[,DEST...]` separated by `;` or newlines, tried in
 //! order, first match wins. A pattern is an event type in which `*` matches
-//! any run of characters (`document.*`, `*.v2`, `*`). Blank lines and lines
-//! starting with `#` are ignored.
+//! any run of characters (`document.*`, `*.v2`, `*`). A filter
+//! `[field=value]` or `[field!=value]` compares a payload field (a dotted path
+//! such as `site.id`; `company` means the company's id, whether the payload
+//! sends an object or an id) with a value (`true`, `42`, `abc`). Blank lines
+//! and lines starting with `#` are ignored.
 
+use serde_json::Value;
+use std::cell::OnceCell;
 use std::fmt;
 use thiserror::Error;
 
 /// Where a routed webhook goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
-    /// An SQS queue, by URL.
+    /// An SQS queue, by URL; a URL ending in `.fifo` is a FIFO queue.
     Sqs(String),
+    /// An Amazon EventBridge event bus, by name or ARN.
+    EventBridge(String),
+    /// A handler registered in Rust under this name.
+    Handler(String),
     /// A file that gets one JSON line per webhook.
     File(String),
     /// Standard output, one JSON line per webhook.
@@ -24,15 +33,22 @@ pub enum Destination {
 
 impl Destination {
     fn parse(text: &str) -> Result<Self, RouteError> {
+        let named = |prefix: &str| text.strip_prefix(prefix).filter(|name| !name.is_empty()).map(str::to_owned);
         match text {
             "stdout" => Ok(Self::Stdout),
             "drop" => Ok(Self::Drop),
             _ if text.starts_with("https://") || text.starts_with("http://") => Ok(Self::Sqs(text.to_owned())),
-            _ => match text.strip_prefix("file:") {
-                Some(path) if !path.is_empty() => Ok(Self::File(path.to_owned())),
-                _ => Err(RouteError::UnknownDestination(text.to_owned())),
-            },
+            _ => named("file:")
+                .map(Self::File)
+                .or_else(|| named("eventbridge:").map(Self::EventBridge))
+                .or_else(|| named("handler:").map(Self::Handler))
+                .ok_or_else(|| RouteError::UnknownDestination(text.to_owned())),
         }
+    }
+
+    /// Whether this is a FIFO queue, which needs group and deduplication ids.
+    pub fn is_fifo_queue(&self) -> bool {
+        matches!(self, Self::Sqs(url) if url.ends_with(".fifo"))
     }
 }
 
@@ -40,6 +56,8 @@ impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqs(url) => f.write_str(url),
+            Self::EventBridge(bus) => write!(f, "eventbridge:{bus}"),
+            Self::Handler(name) => write!(f, "handler:{name}"),
             Self::File(path) => write!(f, "file:{path}"),
             Self::Stdout => f.write_str("stdout"),
             Self::Drop => f.write_str("drop"),
@@ -83,23 +101,78 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
+/// A condition on one payload field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    path: Vec<String>,
+    expected: String,
+    negated: bool,
+}
+
+impl Filter {
+    fn parse(text: &str) -> Option<Self> {
+        let (field, expected, negated) = match text.split_once("!=") {
+            Some((field, expected)) => (field, expected, true),
+            None => text.split_once('=').map(|(field, expected)| (field, expected, false))?,
+        };
+        let path: Vec<String> = field.trim().split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            return None;
+        }
+        Some(Self { path, expected: expected.trim().to_owned(), negated })
+    }
+
+    fn matches(&self, payload: &Value) -> bool {
+        let found = self.path.iter().try_fold(payload, |value, key| value.get(key));
+        let found = match found {
+            Some(Value::Object(company)) if self.path == ["company"] => company.get("id"),
+            other => other,
+        };
+        let equal = found.is_some_and(|value| match value {
+            Value::String(text) => *text == self.expected,
+            Value::Bool(flag) => self.expected == if *flag { "true" } else { "false" },
+            Value::Number(number) => number.to_string() == self.expected,
+            Value::Null | Value::Array(_) | Value::Object(_) => false,
+        });
+        equal != self.negated
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.negated { "!=" } else { "=" };
+        write!(f, "[{}{op}{}]", self.path.join("."), self.expected)
+    }
+}
+
 /// One rule of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub pattern: Pattern,
+    pub filters: Vec<Filter>,
     pub destinations: Vec<Destination>,
+}
+
+impl Route {
+    /// The rule's left-hand side as written: pattern and filters.
+    pub fn name(&self) -> String {
+        let filters: String = self.filters.iter().map(ToString::to_string).collect();
+        format!("{}{filters}", self.pattern.as_str())
+    }
 }
 
 /// Why a route table was refused at start-up.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RouteError {
-    #[error("rule {rule}: expected PATTERN=DEST[,DEST...], got {text:?}")]
+    #[error("rule {rule}: expected PATTERN[field=value]...=DEST[,DEST...], got {text:?}")]
     MalformedRule { rule: usize, text: String },
-    #[error("unknown destination {0:?} (expected an SQS queue URL, file:PATH, stdout or drop)")]
+    #[error(
+        "unknown destination {0:?} (expected an SQS queue URL, eventbridge:BUS, handler:NAME, file:PATH, stdout or drop)"
+    )]
     UnknownDestination(String),
 }
 
-/// Ordered rules; the first whose pattern matches wins.
+/// Ordered rules; the first whose pattern and filters match wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTable {
     routes: Vec<Route>,
@@ -108,7 +181,9 @@ pub struct RouteTable {
 impl RouteTable {
     /// The table used when none is configured: everything to standard output.
     pub fn everything_to_stdout() -> Self {
-        Self { routes: vec![Route { pattern: Pattern("*".into()), destinations: vec![Destination::Stdout] }] }
+        let route =
+            Route { pattern: Pattern("*".into()), filters: Vec::new(), destinations: vec![Destination::Stdout] };
+        Self { routes: vec![route] }
     }
 
     /// Parses the route syntax; an empty text gives [`Self::everything_to_stdout`].
@@ -117,17 +192,14 @@ impl RouteTable {
         let mut routes = Vec::new();
         for (index, rule) in rules.enumerate() {
             let malformed = || RouteError::MalformedRule { rule: index + 1, text: rule.to_owned() };
-            let (pattern, destinations) = rule.split_once('=').ok_or_else(malformed)?;
-            let pattern = pattern.trim();
-            if pattern.is_empty() {
-                return Err(malformed());
-            }
+            let (left, destinations) = split_rule(rule).ok_or_else(malformed)?;
+            let (pattern, filters) = parse_left(left).ok_or_else(malformed)?;
             let destinations = destinations
                 .split(',')
                 .map(str::trim)
                 .map(|d| if d.is_empty() { Err(malformed()) } else { Destination::parse(d) })
                 .collect::<Result<Vec<_>, _>>()?;
-            routes.push(Route { pattern: Pattern(pattern.to_owned()), destinations });
+            routes.push(Route { pattern: Pattern(pattern.to_owned()), filters, destinations });
         }
         if routes.is_empty() {
             return Ok(Self::everything_to_stdout());
@@ -135,15 +207,53 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
-    /// The rule for an event type, if any matches.
-    pub fn route(&self, event_type: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| route.pattern.matches(event_type))
+    /// The rule for a payload of `event_type`, if any matches. The body is
+    /// parsed only if a rule with filters is reached, and then only once.
+    pub fn route(&self, event_type: &str, body: &[u8]) -> Option<&Route> {
+        let payload = OnceCell::new();
+        self.routes.iter().find(|route| {
+            route.pattern.matches(event_type)
+                && (route.filters.is_empty() || {
+                    let payload = payload.get_or_init(|| serde_json::from_slice(body).unwrap_or(Value::Null));
+                    route.filters.iter().all(|filter| filter.matches(payload))
+                })
+        })
     }
 
     /// Every destination named anywhere in the table.
     pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
         self.routes.iter().flat_map(|route| route.destinations.iter())
     }
+}
+
+/// Splits at the first `=` outside brackets: `pattern[filters]` and destinations.
+fn split_rule(rule: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    for (index, c) in rule.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.checked_sub(1)?,
+            '=' if depth == 0 => return Some((rule[..index].trim(), &rule[index + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn parse_left(left: &str) -> Option<(&str, Vec<Filter>)> {
+    let (pattern, mut rest) = left.split_once('[').map_or((left, ""), |(p, _)| (p, &left[p.len()..]));
+    let pattern = pattern.trim();
+    if pattern.is_empty() {
+        return None;
+    }
+    let mut filters = Vec::new();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let (filter, after) = inner.split_once(']')?;
+        filters.push(Filter::parse(filter)?);
+        rest = after.trim_start();
+    }
+    Some((pattern, filters))
 }
 
 #[cfg(test)]
@@ -173,21 +283,64 @@ mod tests {
             "document.deleted*=drop; document.*=https://sqs.eu-west-1.amazonaws.com/1/docs\n*=stdout,file:/tmp/all.jsonl",
         )
         .unwrap();
-        assert_eq!(table.route("document.deleted.v2").unwrap().destinations, vec![Destination::Drop]);
+        assert_eq!(table.route("document.deleted.v2", b"{}").unwrap().destinations, vec![Destination::Drop]);
         assert_eq!(
-            table.route("document.created").unwrap().destinations,
+            table.route("document.created", b"{}").unwrap().destinations,
             vec![Destination::Sqs("https://sqs.eu-west-1.amazonaws.com/1/docs".into())]
         );
         assert_eq!(
-            table.route("unknown").unwrap().destinations,
+            table.route("unknown", b"{}").unwrap().destinations,
             vec![Destination::Stdout, Destination::File("/tmp/all.jsonl".into())]
+        );
+    }
+
+    #[test]
+    fn filters_select_on_payload_fields() {
+        let table = RouteTable::parse(
+            "document.*[isFlagged=true]=handler:review; document.*[company=c1][site.id!=s9]=eventbridge:acme; *=drop",
+        )
+        .unwrap();
+        let route = |body: &str| table.route("document.created.v2", body.as_bytes()).unwrap().name();
+        assert_eq!(route(r#"{"isFlagged":true,"company":"c1"}"#), "document.*[isFlagged=true]");
+        assert_eq!(
+            route(r#"{"isFlagged":false,"company":"c1","site":{"id":"s1"}}"#),
+            "document.*[company=c1][site.id!=s9]"
+        );
+        assert_eq!(route(r#"{"company":{"id":"c1","name":"Demo"}}"#), "document.*[company=c1][site.id!=s9]");
+        assert_eq!(route(r#"{"company":"c1","site":{"id":"s9"}}"#), "*");
+        assert_eq!(route(r#"{"company":"c2"}"#), "*");
+        assert_eq!(route("not json"), "*");
+        assert_eq!(
+            table.route("document.created.v2", br#"{"isFlagged":true}"#).unwrap().destinations,
+            [Destination::Handler("review".into())]
         );
     }
 
     #[test]
     fn no_match_is_none() {
         let table = RouteTable::parse("document.*=stdout").unwrap();
-        assert!(table.route("connection.created").is_none());
+        assert!(table.route("connection.created", b"{}").is_none());
+    }
+
+    #[test]
+    fn destinations_of_every_kind_parse() {
+        let table = RouteTable::parse(
+            "*=https://sqs.us-east-1.amazonaws.com/1/q.fifo,eventbridge:default,handler:mine,file:/tmp/x,stdout,drop",
+        )
+        .unwrap();
+        let all: Vec<String> = table.destinations().map(ToString::to_string).collect();
+        assert_eq!(
+            all,
+            [
+                "https://sqs.us-east-1.amazonaws.com/1/q.fifo",
+                "eventbridge:default",
+                "handler:mine",
+                "file:/tmp/x",
+                "stdout",
+                "drop"
+            ]
+        );
+        assert!(table.destinations().next().unwrap().is_fifo_queue());
     }
 
     #[test]
@@ -201,5 +354,8 @@ mod tests {
         assert!(matches!(RouteTable::parse("*=stdout;=drop"), Err(RouteError::MalformedRule { rule: 2, .. })));
         assert_eq!(RouteTable::parse("*=kafka:topic"), Err(RouteError::UnknownDestination("kafka:topic".into())));
         assert!(matches!(RouteTable::parse("*=stdout,"), Err(RouteError::MalformedRule { .. })));
+        assert!(matches!(RouteTable::parse("*[isFlagged]=stdout"), Err(RouteError::MalformedRule { .. })));
+        assert!(matches!(RouteTable::parse("*[a=b=stdout"), Err(RouteError::MalformedRule { .. })));
+        assert!(matches!(RouteTable::parse("*=eventbridge:"), Err(RouteError::UnknownDestination(_))));
     }
 }

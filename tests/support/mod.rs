@@ -59,7 +59,7 @@ pub fn sqs_client_for(endpoint: &str) -> Client {
         .behavior_version_latest()
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .credentials_provider(test_credentials())
         .build();
     Client::from_conf(config)
 }
@@ -69,13 +69,76 @@ pub fn sqs_client() -> Client {
     sqs_client_for(moto_endpoint())
 }
 
+fn test_credentials() -> Credentials {
+    Credentials::new("testing", "testing", None, None, "tests")
+}
+
+/// A DynamoDB client for the moto server.
+pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(test_credentials())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// An EventBridge client for the moto server.
+pub fn eventbridge_client() -> aws_sdk_eventbridge::Client {
+    let config = aws_sdk_eventbridge::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_eventbridge::config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(test_credentials())
+        .build();
+    aws_sdk_eventbridge::Client::from_conf(config)
+}
+
+/// A fresh idempotency table as the template defines it; returns its name.
+pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client) -> String {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let name = unique_name("idempotency");
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("key")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("key").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+/// The ARN of a queue.
+pub async fn queue_arn(client: &Client, queue_url: &str) -> String {
+    client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone()
+}
+
 /// A fresh, uniquely named queue; returns its URL.
 pub async fn create_queue(client: &Client, prefix: &str) -> String {
     create_queue_with(client, prefix, &[]).await
 }
 
 pub async fn create_queue_with(client: &Client, prefix: &str, attributes: &[(QueueAttributeName, String)]) -> String {
-    let name = unique_name(prefix);
+    let fifo = attributes.iter().any(|(key, value)| *key == QueueAttributeName::FifoQueue && value == "true");
+    let name = if fifo { format!("{}.fifo", unique_name(prefix)) } else { unique_name(prefix) };
     let mut request = client.create_queue().queue_name(name);
     for (key, value) in attributes {
         request = request.attributes(key.clone(), value);
@@ -86,16 +149,7 @@ pub async fn create_queue_with(client: &Client, prefix: &str, attributes: &[(Que
 /// A queue with a dead-letter queue after `max_receives`; returns (queue, dlq).
 pub async fn create_queue_with_dlq(client: &Client, prefix: &str, max_receives: u32) -> (String, String) {
     let dlq = create_queue(client, &format!("{prefix}-dlq")).await;
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
+    let dlq_arn = queue_arn(client, &dlq).await;
     let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
     let queue = create_queue_with(
         client,
@@ -124,6 +178,7 @@ pub async fn drain(client: &Client, queue_url: &str, expected: usize) -> Vec<aws
             .queue_url(queue_url)
             .max_number_of_messages(10)
             .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .wait_time_seconds(if messages.len() >= expected { 0 } else { 1 })
             .send()
             .await

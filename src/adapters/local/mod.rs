@@ -37,14 +37,17 @@ impl LocalConfig {
 }
 
 /// Serves on `listener` until `shutdown` resolves. `sqs_client` is required
-/// when [`LocalConfig::needs_sqs`].
+/// when [`LocalConfig::needs_sqs`]; `destinations` must reach every
+/// destination of the route table.
 pub async fn run(
     config: LocalConfig,
     sqs_client: Option<aws_sdk_sqs::Client>,
+    destinations: Destinations,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = Arc::new(Router::new(config.routes, Destinations::new(sqs_client.clone()), InMemorySeen::default()));
+    destinations.check(&config.routes).map_err(std::io::Error::other)?;
+    let router = Arc::new(Router::new(config.routes, destinations, InMemorySeen::default()));
     let max_body_bytes = config.ingest.limits.max_body_bytes;
     let sources = config.ingest.sources();
     let limits = config.ingest.limits;

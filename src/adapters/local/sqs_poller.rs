@@ -34,7 +34,7 @@ pub async fn poll<D: Deliver, S: SeenStore>(client: Client, queue_url: String, r
             .map(|m| Record { id: m.message_id().unwrap_or_default().to_owned(), message: envelope_from_sdk(m) })
             .collect();
         let failed = router.route_batch(records).await;
-        for message in messages.iter().filter(|m| !failed.iter().any(|id| Some(id.as_str()) == m.message_id())) {
+        for message in messages.iter().filter(|m| !failed.iter().any(|f| Some(f.id.as_str()) == m.message_id())) {
             let deleted = client
                 .delete_message()
                 .queue_url(&queue_url)
