@@ -5,6 +5,7 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
+use crate::core::clock::{Clock as _, SystemClock};
 use crate::core::dedup::{Claim, SeenStore, StoreError};
 use crate::core::envelope::{DecodeError, Envelope};
 use crate::core::events::probe;
@@ -98,14 +99,17 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     /// Routes one record and logs the outcome; returns it if it failed.
     async fn route_logged(&self, record: Record) -> Option<Failure> {
         let webhook_id = record.message.as_ref().map(|e| e.id.clone()).unwrap_or_else(|_| "-".into());
+        let signed_at = record.message.as_ref().map(|e| e.timestamp).ok();
         match self.route_record(record.message).await {
             Ok(routed) => {
+                let age_secs = signed_at.map(|t| SystemClock.now_unix().saturating_sub(t));
                 info!(
                     webhook_id,
                     event_type = %routed.event_type,
                     route = %routed.route,
                     delivered = routed.delivered,
                     duplicates = routed.duplicates,
+                    age_secs,
                     "webhook routed"
                 );
                 None
