@@ -147,6 +147,7 @@ async fn refusals_get_their_status_and_queue_nothing() {
 
 #[tokio::test]
 async fn an_unreachable_queue_is_a_503_so_svix_retries() {
+    let started = std::time::Instant::now();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let client = sqs_client_for(&format!("http://127.0.0.1:{closed_port}"));
     let ingest = ingest_for(client, &format!("http://127.0.0.1:{closed_port}/123456789012/q"), Limits::default());
@@ -154,6 +155,7 @@ async fn an_unreachable_queue_is_a_503_so_svix_retries() {
     let (status, body) = invoke(&ingest, signed("msg_down", &sig, BODY).http_v2(false)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "queue_unavailable");
+    println!("refused connection: answered 503 after {:.1} s", started.elapsed().as_secs_f64());
 }
 
 #[tokio::test]
@@ -227,4 +229,41 @@ async fn nector_webhooks_are_accepted_with_the_shared_secret_digest_only_when_co
     assert_eq!(queued[0].body().unwrap().as_bytes(), body);
     assert_eq!(attribute(&queued[0], ATTR_SOURCE), Some("nector"));
     assert!(attribute(&queued[0], ATTR_ID).unwrap().starts_with("nector_"));
+}
+
+/// Svix waits 15 s; ingest must answer well before, whatever SQS does.
+const INGEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
+#[tokio::test]
+async fn a_queue_that_accepts_connections_and_never_answers_is_a_503_before_the_deadline() {
+    let proxy = FaultyProxy::start(moto_endpoint()).await;
+    let client = sqs_client_for(&proxy.url());
+    let url = create_queue(&client, "stalled").await;
+    proxy.set(Fault::Stall);
+    let ingest = ingest_for(client, &url, Limits::default());
+    let sig = signature("msg_stall", NOW, BODY);
+    let started = std::time::Instant::now();
+    let answered =
+        tokio::time::timeout(INGEST_DEADLINE, invoke(&ingest, signed("msg_stall", &sig, BODY).http_v2(false)))
+            .await
+            .expect("ingest answered before its deadline");
+    assert_eq!(answered.0, 503, "{}", answered.1);
+    println!("stalled SQS: answered 503 after {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test]
+async fn a_queue_that_drops_connections_is_a_503_within_seconds() {
+    let proxy = FaultyProxy::start(moto_endpoint()).await;
+    let client = sqs_client_for(&proxy.url());
+    let url = create_queue(&client, "dropping").await;
+    proxy.set(Fault::Refuse);
+    let ingest = ingest_for(client, &url, Limits::default());
+    let sig = signature("msg_drop", NOW, BODY);
+    let started = std::time::Instant::now();
+    let answered =
+        tokio::time::timeout(INGEST_DEADLINE, invoke(&ingest, signed("msg_drop", &sig, BODY).http_v2(false)))
+            .await
+            .expect("ingest answered before its deadline");
+    assert_eq!(answered.0, 503, "{}", answered.1);
+    println!("dropping SQS: answered 503 after {:.1} s", started.elapsed().as_secs_f64());
 }

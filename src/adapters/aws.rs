@@ -1,6 +1,8 @@
 //! The AWS SDK configuration every client shares.
 
 use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use std::time::Duration;
 
 /// SDK time limits chosen so a failing or stalled AWS service still leaves
@@ -15,14 +17,19 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// Region, credentials and `AWS_ENDPOINT_URL` from the environment, as the
 /// AWS SDKs read them, with the time limits above.
 pub async fn sdk_config() -> SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+    aws_config::from_env().timeout_config(timeouts()).retry_config(retries()).load().await
+}
+
+/// The time limits above, for clients configured by hand.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT)
-        .build();
-    aws_config::from_env()
-        .timeout_config(timeouts)
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-        .load()
-        .await
+        .build()
+}
+
+/// Standard retries, at most [`MAX_ATTEMPTS`] attempts.
+pub fn retries() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
 }

@@ -53,13 +53,16 @@ fn start_moto() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// An SQS client for `endpoint` with test credentials.
+/// An SQS client for `endpoint` with test credentials and the production
+/// time limits and retries.
 pub fn sqs_client_for(endpoint: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version_latest()
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(test_credentials())
+        .timeout_config(nectar_webhooks::adapters::aws::timeouts())
+        .retry_config(nectar_webhooks::adapters::aws::retries())
         .build();
     Client::from_conf(config)
 }
@@ -222,4 +225,63 @@ pub fn now() -> i64 {
 /// The project's top folder.
 pub fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// How [`FaultyProxy`] treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward to the upstream.
+    None,
+    /// Accept, then close at once: the service is down.
+    Refuse,
+    /// Accept and never answer: the service hangs.
+    Stall,
+}
+
+/// A loopback TCP proxy in front of a real server that can be told to fail.
+/// Switching to a fault also cuts the connections already open, so pooled
+/// connections fail too.
+pub struct FaultyProxy {
+    pub addr: std::net::SocketAddr,
+    mode: tokio::sync::watch::Sender<Fault>,
+}
+
+impl FaultyProxy {
+    /// Proxies to `upstream` (`http://host:port`); runs on the current tokio runtime.
+    pub async fn start(upstream: &str) -> Self {
+        let upstream: std::net::SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, watcher) = tokio::sync::watch::channel(Fault::None);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watcher = watcher.clone();
+                tokio::spawn(async move {
+                    let fault = *watcher.borrow_and_update();
+                    match fault {
+                        Fault::Refuse => drop(inbound),
+                        Fault::Stall => {
+                            let _ = tokio::time::timeout(Duration::from_secs(60), watcher.changed()).await;
+                        }
+                        Fault::None => {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = watcher.wait_for(|fault| *fault != Fault::None) => {}
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, mode }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.mode.send_replace(fault);
+    }
 }
