@@ -16,7 +16,7 @@ SAMPLE_TIMESTAMP := 1764201600
 FUZZ_SECONDS ?= 30
 CARGO_FUZZ := .tools/bin/cargo-fuzz
 
-.PHONY: run test lint unit-and-blackbox template-check fuzz build deploy events clean
+.PHONY: run test lint unit-and-blackbox template-check fuzz build check-glibc deploy smoke events clean
 
 ## run: ingest + router locally on 127.0.0.1:3000 with an embedded queue; sends a signed sample event
 run:
@@ -52,6 +52,11 @@ $(VENV)/.installed: requirements-dev.txt
 ## build: the deployable arm64 bootstraps, built the way `sam build` builds them
 build: $(BUILD_VENV)/.installed
 	PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH $(BUILD_VENV)/bin/sam build --beta-features
+	scripts/check-glibc.sh
+
+## check-glibc: both built bootstraps are arm64 and need no glibc newer than Amazon Linux 2023's 2.34
+check-glibc:
+	scripts/check-glibc.sh
 
 ## deploy: sam deploy --guided (needs AWS credentials)
 deploy: build
@@ -61,6 +66,14 @@ $(BUILD_VENV)/.installed: requirements-build.txt
 	$(PYTHON) -m venv $(BUILD_VENV)
 	$(BUILD_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-build.txt
 	touch $@
+
+## smoke: every sample payload, signed, to a deployed endpoint; prints each status (all must be 2xx)
+##   make smoke URL=<WebhookUrl output> SECRET=<whsec_...>   (the secret is passed in the environment, never echoed)
+smoke:
+	@test -n "$(URL)" && test -n "$(SECRET)" || { echo "usage: make smoke URL=https://.../webhooks/nectar SECRET=whsec_..." >&2; exit 2; }
+	$(CARGO) build --locked --bin nectar-webhooks
+	@echo "$(CLI) send --url $(URL) --secret *** events/payloads/*.json"
+	@WEBHOOK_SECRET='$(SECRET)' $(CLI) send --url '$(URL)' events/payloads/*.json
 
 ## events: re-sign the sample events in events/ from events/payloads/
 events:

@@ -12,6 +12,9 @@ use thiserror::Error;
 
 /// The signing secrets: one or more `whsec_…`, separated by spaces.
 pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+/// The ARN of a Secrets Manager secret holding `WEBHOOK_SECRET`'s value:
+/// how the deployed ingest gets it (read once at cold start).
+pub const WEBHOOK_SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";
 /// Nector's shared webhook secret; enables `/webhooks/nector` when set.
 pub const NECTOR_WEBHOOK_SECRET: &str = "NECTOR_WEBHOOK_SECRET";
 /// The ingest queue's URL.

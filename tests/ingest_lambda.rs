@@ -267,3 +267,30 @@ async fn a_queue_that_drops_connections_is_a_503_within_seconds() {
     assert_eq!(answered.0, 503, "{}", answered.1);
     println!("dropping SQS: answered 503 after {:.1} s", started.elapsed().as_secs_f64());
 }
+
+#[tokio::test]
+async fn the_signing_secret_is_read_from_secrets_manager_and_errors_never_show_it() {
+    use nectar_webhooks::adapters::secrets;
+    let client = secretsmanager_client();
+    let created = client
+        .create_secret()
+        .name(unique_name("nectar-webhooks-signing-secret"))
+        .secret_string(SAMPLE_SECRET)
+        .send()
+        .await
+        .unwrap();
+    let arn = created.arn().unwrap();
+    let fetched = secrets::fetch(&client, arn).await.unwrap();
+    let config = IngestConfig::from_lookup(|name| (name == "WEBHOOK_SECRET").then(|| fetched.clone())).unwrap();
+    let (sqs, url) = fresh_queue().await;
+    let ingest =
+        Arc::new(Ingest::new(config.sources(), SqsQueue::new(sqs, &url), Limits::default(), Arc::new(FixedClock(NOW))));
+    let sig = signature("msg_from_secret", NOW, BODY);
+    assert_eq!(invoke(&ingest, signed("msg_from_secret", &sig, BODY).http_v2(false)).await.0, 202);
+
+    let missing =
+        secrets::fetch(&client, "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf").await.unwrap_err();
+    let message = missing.to_string();
+    assert!(message.starts_with("WEBHOOK_SECRET_ARN: cannot read the secret"), "{message}");
+    assert!(!message.contains(SAMPLE_SECRET));
+}

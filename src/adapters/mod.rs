@@ -5,7 +5,9 @@
 //! - [`sqs`]: the ingest queue on Amazon SQS.
 //! - [`idempotency`]: the DynamoDB store behind once-per-destination delivery.
 //! - [`destinations`]: where routed webhooks go (SQS, EventBridge, typed handlers, files, stdout).
+//! - [`secrets`]: the signing secret from AWS Secrets Manager.
 //! - [`local`]: `nectar-webhooks serve`, both sides in one process.
+//! - [`metrics`]: CloudWatch metrics (Embedded Metric Format) from the log events.
 
 pub mod aws;
 pub mod destinations;
@@ -13,4 +15,6 @@ pub mod idempotency;
 pub mod lambda_ingest;
 pub mod lambda_router;
 pub mod local;
+pub mod metrics;
+pub mod secrets;
 pub mod sqs;

@@ -1,7 +1,7 @@
 //! The ingest Lambda: verifies Svix webhooks and queues them on SQS.
 
-use nectar_webhooks::adapters::{lambda_ingest, sqs};
-use nectar_webhooks::config::{self, IngestConfig};
+use nectar_webhooks::adapters::{aws, lambda_ingest, secrets, sqs};
+use nectar_webhooks::config::{self, ConfigError, IngestConfig};
 use nectar_webhooks::core::clock::SystemClock;
 use nectar_webhooks::core::ingest::Ingest;
 use nectar_webhooks::telemetry;
@@ -10,10 +10,24 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_lambda();
-    let (settings, queue_url) = IngestConfig::from_env()
-        .and_then(|settings| Ok((settings, config::required(config::QUEUE_URL)?)))
-        .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
-    let queue = sqs::SqsQueue::new(sqs::client().await, queue_url);
+    let sdk = aws::sdk_config().await;
+    let (settings, queue_url) =
+        configure(&sdk).await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
+    let queue = sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url);
     let ingest = Ingest::new(settings.sources(), queue, settings.limits, Arc::new(SystemClock));
     lambda_ingest::run(ingest).await
+}
+
+/// Reads the configuration once; the secret comes from Secrets Manager when
+/// `WEBHOOK_SECRET_ARN` is set (the deployed stack), else from `WEBHOOK_SECRET`.
+async fn configure(sdk: &aws_config::SdkConfig) -> Result<(IngestConfig, String), ConfigError> {
+    let secret = match std::env::var(config::WEBHOOK_SECRET_ARN).ok().filter(|arn| !arn.is_empty()) {
+        Some(arn) => Some(secrets::fetch(&aws_sdk_secretsmanager::Client::new(sdk), &arn).await?),
+        None => None,
+    };
+    let settings = IngestConfig::from_lookup(|name| match (name, &secret) {
+        (config::WEBHOOK_SECRET, Some(secret)) => Some(secret.clone()),
+        _ => std::env::var(name).ok(),
+    })?;
+    Ok((settings, config::required(config::QUEUE_URL)?))
 }

@@ -2,6 +2,7 @@
 //! webhooks the way Svix does.
 
 pub mod lambda_events;
+pub mod redrive;
 
 use crate::adapters::aws;
 use crate::adapters::destinations::Destinations;
@@ -72,6 +73,8 @@ enum Command {
     },
     /// Print a new random signing secret, for local use.
     Secret,
+    /// Move a dead-letter queue's messages back to their source queue (SQS message-move task, or --copy).
+    Redrive(redrive::Args),
 }
 
 impl Cli {
@@ -84,6 +87,7 @@ impl Cli {
                 print_signed(&secret, &options, &files)
             }
             Command::Secret => new_secret().map(|secret| println!("{secret}")),
+            Command::Redrive(args) => redrive::run(args).await,
         };
         match outcome {
             Ok(()) => ExitCode::SUCCESS,

@@ -285,3 +285,14 @@ impl FaultyProxy {
         self.mode.send_replace(fault);
     }
 }
+
+/// A Secrets Manager client for the moto server.
+pub fn secretsmanager_client() -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(test_credentials())
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}

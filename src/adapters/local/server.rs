@@ -41,14 +41,20 @@ async fn handle<Q: Queue>(ingest: Arc<Ingest<Q>>, request: Request, max_body_byt
     response.into_response()
 }
 
+/// Bodies are read (and past `cap`, discarded) up to this many bytes, so an
+/// oversize request still gets its 413 rather than a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Keeps at most `cap` bytes of the body.
 async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, axum::Error> {
     use http_body_util::BodyExt as _;
-    let mut collected = Vec::new();
+    let (mut collected, mut seen) = (Vec::new(), 0usize);
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
-            let room = cap - collected.len();
+            let room = cap.saturating_sub(collected.len());
             collected.extend_from_slice(&data[..data.len().min(room)]);
-            if collected.len() >= cap {
+            seen = seen.saturating_add(data.len());
+            if seen >= DRAIN_LIMIT {
                 break;
             }
         }

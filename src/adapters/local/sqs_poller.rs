@@ -5,6 +5,7 @@ use crate::adapters::sqs::envelope_from_sdk;
 use crate::core::dedup::SeenStore;
 use crate::core::router::{Deliver, Record, Router};
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, warn};
@@ -34,15 +35,30 @@ pub async fn poll<D: Deliver, S: SeenStore>(client: Client, queue_url: String, r
             .map(|m| Record { id: m.message_id().unwrap_or_default().to_owned(), message: envelope_from_sdk(m) })
             .collect();
         let failed = router.route_batch(records).await;
-        for message in messages.iter().filter(|m| !failed.iter().any(|f| Some(f.id.as_str()) == m.message_id())) {
-            let deleted = client
-                .delete_message()
-                .queue_url(&queue_url)
-                .set_receipt_handle(message.receipt_handle.clone())
-                .send()
-                .await;
-            if let Err(err) = deleted {
-                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(err), "delete failed; the message will be delivered again and de-duplicated");
+        let delivered: Vec<_> = messages
+            .iter()
+            .filter(|m| !failed.iter().any(|f| Some(f.id.as_str()) == m.message_id()))
+            .enumerate()
+            .filter_map(|(index, m)| {
+                let entry = DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .set_receipt_handle(m.receipt_handle.clone())
+                    .build();
+                entry.ok()
+            })
+            .collect();
+        if delivered.is_empty() {
+            continue;
+        }
+        let deleted = client.delete_message_batch().queue_url(&queue_url).set_entries(Some(delivered)).send().await;
+        match deleted {
+            Ok(output) if output.failed().is_empty() => {}
+            Ok(output) => warn!(
+                failed = output.failed().len(),
+                "some deletes failed; those messages will be delivered again and de-duplicated"
+            ),
+            Err(err) => {
+                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(err), "delete failed; the messages will be delivered again and de-duplicated")
             }
         }
     }
