@@ -36,6 +36,11 @@ pub const IDEMPOTENCY_TTL_SECS: &str = "IDEMPOTENCY_TTL_SECS";
 pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
 /// Receives after which a failing record is dead-lettered (the queue's `maxReceiveCount`).
 pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
+/// The S3 bucket for payloads too large for a queue message (claim checks).
+pub const CLAIM_CHECK_BUCKET: &str = "CLAIM_CHECK_BUCKET";
+/// The default largest body with a claim-check bucket: what a synchronous
+/// Lambda invocation can carry at all.
+pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 /// Set to `true` by `sam local`; allows a wider timestamp tolerance so
 /// committed sample events keep verifying.
 pub const AWS_SAM_LOCAL: &str = "AWS_SAM_LOCAL";
@@ -57,6 +62,8 @@ pub struct IngestConfig {
     pub limits: Limits,
     /// The second source, when configured.
     pub nector: Option<NectorVerifier>,
+    /// Where payloads too large for a queue message go, if anywhere.
+    pub claim_check_bucket: Option<String>,
 }
 
 impl IngestConfig {
@@ -79,13 +86,15 @@ impl IngestConfig {
                 ),
             });
         }
+        let claim_check_bucket = lookup(CLAIM_CHECK_BUCKET).filter(|b| !b.trim().is_empty());
         let defaults = Limits::default();
+        let default_body = if claim_check_bucket.is_some() { LAMBDA_PAYLOAD_LIMIT } else { defaults.max_body_bytes };
         let limits = Limits {
-            max_body_bytes: number(&lookup, MAX_BODY_BYTES, defaults.max_body_bytes)?,
+            max_body_bytes: number(&lookup, MAX_BODY_BYTES, default_body)?,
             max_queue_message_bytes: number(&lookup, MAX_QUEUE_MESSAGE_BYTES, defaults.max_queue_message_bytes)?,
         };
         let nector = lookup(NECTOR_WEBHOOK_SECRET).filter(|s| !s.is_empty()).map(|s| NectorVerifier::new(&s));
-        Ok(Self { secrets, tolerance_secs, limits, nector })
+        Ok(Self { secrets, tolerance_secs, limits, nector, claim_check_bucket })
     }
 
     /// The webhook sources this configuration enables, by path name.
@@ -107,6 +116,9 @@ pub struct RouterConfig {
     pub idempotency_ttl: Duration,
     pub dead_letter_queue_url: Option<String>,
     pub max_receive_count: u32,
+    pub claim_check_bucket: Option<String>,
+    /// Copies to SQS destinations over this size are claim-checked too.
+    pub max_queue_message_bytes: usize,
 }
 
 impl RouterConfig {
@@ -122,6 +134,12 @@ impl RouterConfig {
             idempotency_ttl: Duration::from_secs(number(&lookup, IDEMPOTENCY_TTL_SECS, DEFAULT_TTL.as_secs())?),
             dead_letter_queue_url: present(DEAD_LETTER_QUEUE_URL),
             max_receive_count: number(&lookup, MAX_RECEIVE_COUNT, 5)?,
+            claim_check_bucket: present(CLAIM_CHECK_BUCKET),
+            max_queue_message_bytes: number(
+                &lookup,
+                MAX_QUEUE_MESSAGE_BYTES,
+                Limits::default().max_queue_message_bytes,
+            )?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The destinations a routed webhook can be delivered to.
 
 use crate::adapters::sqs;
+use crate::core::claim_check::{self, PayloadStore};
 use crate::core::envelope::{ATTR_EVENT_TYPE, ATTR_ROUTE};
 use crate::core::events::NectarEvent;
 use crate::core::handlers::Handler;
@@ -10,6 +11,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Mutex;
 use tracing::info;
@@ -22,6 +24,8 @@ pub struct Destinations {
     eventbridge: Option<aws_sdk_eventbridge::Client>,
     handlers: HashMap<String, Box<dyn Handler>>,
     file_lock: Mutex<()>,
+    /// Where copies too large for an SQS message go, and the size limit.
+    payload_store: Option<(Arc<dyn PayloadStore>, usize)>,
 }
 
 impl Destinations {
@@ -32,6 +36,12 @@ impl Destinations {
 
     pub fn with_eventbridge(mut self, client: aws_sdk_eventbridge::Client) -> Self {
         self.eventbridge = Some(client);
+        self
+    }
+
+    /// Claim-checks copies to SQS destinations larger than `limit` bytes.
+    pub fn with_payload_store(mut self, store: Arc<dyn PayloadStore>, limit: usize) -> Self {
+        self.payload_store = Some((store, limit));
         self
     }
 
@@ -95,6 +105,14 @@ impl Destinations {
             let group = delivery.resource_id.unwrap_or(&delivery.envelope.id);
             (group.to_owned(), delivery.envelope.id.clone())
         });
+        let (store, limit) = match &self.payload_store {
+            Some((store, limit)) => (Some(store.as_ref()), *limit),
+            None => (None, usize::MAX),
+        };
+        let message = claim_check::fit(store, delivery.envelope, message, limit)
+            .await
+            .map_err(|err| DeliveryError(err.to_string()))?
+            .unwrap_or_else(|inline| inline);
         sqs::send(client, url, message, fifo_ids).await.map_err(DeliveryError)
     }
 

@@ -2,13 +2,16 @@
 
 use crate::adapters::destinations::Destinations;
 use crate::adapters::idempotency::{DynamoSeen, IdempotencyStore};
+use crate::adapters::payloads::{self, S3PayloadStore};
 use crate::adapters::{aws, sqs};
 use crate::config::RouterConfig;
+use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen, SeenStore};
-use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, Envelope, QueueMessage};
+use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, QueueMessage};
 use crate::core::router::{Deliver, Failure, Record, Router};
 use crate::core::routing::Destination;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::future::join_all;
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
 use tracing::error;
@@ -26,6 +29,8 @@ pub struct DeadLetters {
 pub struct SqsBatchHandler<D, S> {
     pub router: Router<D, S>,
     pub dead_letters: Option<DeadLetters>,
+    /// Where claim-checked payloads are fetched from.
+    pub payload_store: Option<Arc<dyn PayloadStore>>,
 }
 
 impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
@@ -33,7 +38,7 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
     /// redelivers just those. A record failing for the last allowed time is
     /// moved to the dead-letter queue with its reason instead.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let records = event.records.iter().map(record).collect();
+        let records = join_all(event.records.iter().map(|message| self.record(message))).await;
         let failures = self.router.route_batch(records).await;
         let mut response = SqsBatchResponse::default();
         for failure in failures {
@@ -48,6 +53,15 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
             response.batch_item_failures.push(item);
         }
         response
+    }
+
+    async fn record(&self, message: &SqsMessage) -> Record {
+        let attribute = |name: &str| message.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
+        let body = message.body.as_deref().unwrap_or_default();
+        Record {
+            id: message.message_id.clone().unwrap_or_default(),
+            message: payloads::read_envelope(self.payload_store.as_deref(), body, attribute).await,
+        }
     }
 
     /// Moves a record that has used its last receive; true if it was moved.
@@ -85,14 +99,6 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
-fn record(message: &SqsMessage) -> Record {
-    let attribute = |name: &str| message.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
-    Record {
-        id: message.message_id.clone().unwrap_or_default(),
-        message: Envelope::from_queue_message(message.body.as_deref().unwrap_or_default(), attribute),
-    }
-}
-
 /// Runs a router Lambda until the runtime stops it.
 pub async fn run<D: Deliver + 'static, S: SeenStore + 'static>(
     handler: SqsBatchHandler<D, S>,
@@ -115,6 +121,12 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
     if config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_))) {
         destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(&sdk));
     }
+    let payload_store: Option<Arc<dyn PayloadStore>> = config
+        .claim_check_bucket
+        .map(|bucket| Arc::new(S3PayloadStore::new(aws_sdk_s3::Client::new(&sdk), bucket)) as Arc<dyn PayloadStore>);
+    if let Some(store) = &payload_store {
+        destinations = destinations.with_payload_store(Arc::clone(store), config.max_queue_message_bytes);
+    }
     let destinations = customise(destinations);
     destinations.check(&config.routes).inspect_err(|err| error!(error = %err, "invalid configuration"))?;
     let store = match config.idempotency_table {
@@ -131,5 +143,5 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
         queue_url,
         max_receive_count: config.max_receive_count,
     });
-    run(SqsBatchHandler { router: Router::new(config.routes, destinations, store), dead_letters }).await
+    run(SqsBatchHandler { router: Router::new(config.routes, destinations, store), dead_letters, payload_store }).await
 }

@@ -5,6 +5,7 @@
 //! - [`sqs`]: the ingest queue on Amazon SQS.
 //! - [`idempotency`]: the DynamoDB store behind once-per-destination delivery.
 //! - [`destinations`]: where routed webhooks go (SQS, EventBridge, typed handlers, files, stdout).
+//! - [`payloads`]: S3 as the claim-check store for large payloads.
 //! - [`secrets`]: the signing secret from AWS Secrets Manager.
 //! - [`local`]: `nectar-webhooks serve`, both sides in one process.
 //! - [`metrics`]: CloudWatch metrics (Embedded Metric Format) from the log events.
@@ -16,5 +17,6 @@ pub mod lambda_ingest;
 pub mod lambda_router;
 pub mod local;
 pub mod metrics;
+pub mod payloads;
 pub mod secrets;
 pub mod sqs;

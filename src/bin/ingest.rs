@@ -1,5 +1,6 @@
 //! The ingest Lambda: verifies Svix webhooks and queues them on SQS.
 
+use nectar_webhooks::adapters::payloads::S3PayloadStore;
 use nectar_webhooks::adapters::{aws, lambda_ingest, secrets, sqs};
 use nectar_webhooks::config::{self, ConfigError, IngestConfig};
 use nectar_webhooks::core::clock::SystemClock;
@@ -14,7 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, queue_url) =
         configure(&sdk).await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let queue = sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url);
-    let ingest = Ingest::new(settings.sources(), queue, settings.limits, Arc::new(SystemClock));
+    let mut ingest = Ingest::new(settings.sources(), queue, settings.limits, Arc::new(SystemClock));
+    if let Some(bucket) = &settings.claim_check_bucket {
+        ingest = ingest.with_payload_store(Arc::new(S3PayloadStore::new(aws_sdk_s3::Client::new(&sdk), bucket)));
+    }
     lambda_ingest::run(ingest).await
 }
 

@@ -23,19 +23,23 @@ pub const ATTR_EVENT_TYPE: &str = "event-type";
 pub const ATTR_ROUTE: &str = "route";
 /// Attribute present (value `base64`) when the body had to be encoded.
 pub const ATTR_BODY_ENCODING: &str = "body-encoding";
+/// Attribute present when the body was too large for the queue: where it is
+/// stored instead (`s3://bucket/key`); the message body is then empty.
+pub const ATTR_CLAIM_CHECK: &str = "claim-check";
 /// Attribute on dead-lettered copies: why the last delivery failed.
 pub const ATTR_FAILURE_REASON: &str = "failure-reason";
 /// Attribute on dead-lettered copies: how many times delivery was tried.
 pub const ATTR_FAILED_RECEIVES: &str = "failed-receives";
 
 /// The attributes this format defines, so copies can carry them over.
-const KNOWN_ATTRIBUTES: [&str; 8] = [
+const KNOWN_ATTRIBUTES: [&str; 9] = [
     ATTR_ID,
     ATTR_TIMESTAMP,
     ATTR_SOURCE,
     ATTR_EVENT_TYPE,
     ATTR_ROUTE,
     ATTR_BODY_ENCODING,
+    ATTR_CLAIM_CHECK,
     ATTR_FAILURE_REASON,
     ATTR_FAILED_RECEIVES,
 ];
@@ -83,6 +87,8 @@ pub enum DecodeError {
     MalformedAttribute(&'static str),
     #[error("body is marked base64 but does not decode")]
     BodyNotBase64,
+    #[error("claim-checked payload unavailable: {0}")]
+    PayloadUnavailable(String),
 }
 
 impl Envelope {

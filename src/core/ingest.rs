@@ -4,6 +4,7 @@
 //! their transport's request into an [`IncomingRequest`] and the answer back.
 //! Every refusal and its status code is defined here, in [`IngestError`].
 
+use crate::core::claim_check::{self, ClaimCheckError, PayloadStore};
 use crate::core::clock::Clock;
 use crate::core::envelope::Envelope;
 use crate::core::queue::{Queue, QueueError};
@@ -62,6 +63,8 @@ pub enum IngestError {
     Authentication(#[from] AuthError),
     #[error("queue did not accept the webhook: {0}")]
     Queue(#[from] QueueError),
+    #[error("payload store did not accept the webhook: {0}")]
+    PayloadStore(#[from] ClaimCheckError),
 }
 
 impl IngestError {
@@ -83,7 +86,7 @@ impl IngestError {
                 AuthError::SharedSecret(NectorError::MalformedDigest) => StatusCode::BAD_REQUEST,
                 AuthError::SharedSecret(NectorError::Mismatch) => StatusCode::UNAUTHORIZED,
             },
-            Self::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Queue(_) | Self::PayloadStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -108,6 +111,7 @@ impl IngestError {
             Self::Authentication(AuthError::SharedSecret(NectorError::MalformedDigest)) => "malformed_secret_header",
             Self::Authentication(AuthError::SharedSecret(NectorError::Mismatch)) => "secret_mismatch",
             Self::Queue(_) => "queue_unavailable",
+            Self::PayloadStore(_) => "payload_store_unavailable",
         }
     }
 }
@@ -125,11 +129,19 @@ pub struct Ingest<Q> {
     queue: Q,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    payload_store: Option<Arc<dyn PayloadStore>>,
 }
 
 impl<Q: Queue> Ingest<Q> {
     pub fn new(sources: Sources, queue: Q, limits: Limits, clock: Arc<dyn Clock>) -> Self {
-        Self { sources, queue, limits, clock }
+        Self { sources, queue, limits, clock, payload_store: None }
+    }
+
+    /// Stores payloads too large for a queue message in `store` and queues a
+    /// reference instead (a claim check), rather than refusing them.
+    pub fn with_payload_store(mut self, store: Arc<dyn PayloadStore>) -> Self {
+        self.payload_store = Some(store);
+        self
     }
 
     /// Decides one request.
@@ -154,13 +166,10 @@ impl<Q: Queue> Ingest<Q> {
             timestamp: identity.timestamp,
             body: Bytes::copy_from_slice(request.body),
         };
-        let message = envelope.to_queue_message();
-        if message.size() > self.limits.max_queue_message_bytes {
-            return Err(IngestError::QueueMessageTooLarge {
-                size: message.size(),
-                limit: self.limits.max_queue_message_bytes,
-            });
-        }
+        let limit = self.limits.max_queue_message_bytes;
+        let message = claim_check::fit(self.payload_store.as_deref(), &envelope, envelope.to_queue_message(), limit)
+            .await?
+            .map_err(|too_large| IngestError::QueueMessageTooLarge { size: too_large.size(), limit })?;
         self.queue.enqueue(message).await?;
         Ok(Accepted { source: envelope.source, id: envelope.id })
     }

@@ -4,6 +4,7 @@
 //! - [`sources`]: who may send, and how each source authenticates.
 //! - [`ingest`]: request → queued or refused, with every status code.
 //! - [`envelope`]: the queued message's format.
+//! - [`claim_check`]: payloads too large for the queue, stored by reference.
 //! - [`events`]: Nectar event types and typed models.
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
@@ -11,6 +12,7 @@
 //! - [`dedup`]: remembering deliveries.
 //! - [`queue`], [`clock`]: ports to the outside.
 
+pub mod claim_check;
 pub mod clock;
 pub mod dedup;
 pub mod envelope;
