@@ -16,7 +16,7 @@ SAMPLE_TIMESTAMP := 1764201600
 FUZZ_SECONDS ?= 30
 CARGO_FUZZ := .tools/bin/cargo-fuzz
 
-.PHONY: run test lint unit-and-blackbox template-check fuzz build check-glibc deploy smoke events clean
+.PHONY: soak run test lint unit-and-blackbox template-check fuzz build check-glibc deploy smoke events bench clean
 
 ## run: ingest + router locally on 127.0.0.1:3000 with an embedded queue; sends a signed sample event
 run:
@@ -35,6 +35,11 @@ unit-and-blackbox: $(VENV)/.installed
 
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
+
+## soak: the fault suite's load scenario at FAULT_SUITE_N webhooks (default 5000)
+soak: $(VENV)/.installed
+	FAULT_SUITE_N=$${FAULT_SUITE_N:-5000} MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server \
+	  $(CARGO) test --locked --test fault_suite -- --nocapture --test-threads 1
 
 ## fuzz: libFuzzer over header parsing and verification for FUZZ_SECONDS (nightly toolchain)
 fuzz: $(CARGO_FUZZ)
@@ -79,6 +84,30 @@ smoke:
 events:
 	$(CARGO) build --locked --bin nectar-webhooks
 	CLI=$(CLI) SAMPLE_SECRET=$(SAMPLE_SECRET) SAMPLE_TIMESTAMP=$(SAMPLE_TIMESTAMP) scripts/make-events.sh
+
+## bench: measure everything in BENCHMARKS.md on this machine and rewrite it (measuring takes about
+## 5 minutes after the builds; BENCH_ARM64_BUILD=1 adds the arm64 sizes and BENCH_OPT3_BUILD=1
+## the sizes at opt-level 3, several minutes each)
+BENCH_DIR := $(CURDIR)/target/bench
+bench:
+	$(CARGO) build --locked --release --bin ingest --bin router
+	mkdir -p $(BENCH_DIR)/bin/examples
+	cp target/release/ingest target/release/router $(BENCH_DIR)/bin/
+	$(CARGO) build --locked --release --example hello_lambda
+	cp target/release/examples/hello_lambda $(BENCH_DIR)/bin/examples/
+	rm -f $(BENCH_DIR)/*.json
+	BENCH_DIR=$(BENCH_DIR) $(CARGO) bench --locked --bench verify --bench ingest --bench router
+	BENCH_DIR=$(BENCH_DIR) BENCH_BINARIES=$(BENCH_DIR)/bin $(CARGO) bench --locked --bench lambda_process
+	if [ -n "$(BENCH_ARM64_BUILD)" ]; then $(MAKE) $(BUILD_VENV)/.installed && \
+	  PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH cargo lambda build --release --arm64 --bin ingest --bin router && \
+	  printf '{"ingest": %s, "router": %s}\n' $$(stat -c %s target/lambda/ingest/bootstrap) \
+	    $$(stat -c %s target/lambda/router/bootstrap) > $(BENCH_DIR)/arm64_sizes.json; fi
+	if [ -n "$(BENCH_OPT3_BUILD)" ]; then \
+	  CARGO_TARGET_DIR=target/opt3 $(CARGO) build --locked --release --config 'profile.release.opt-level=3' --bin ingest --bin router && \
+	  printf '{"ingest": %s, "router": %s}\n' $$(stat -c %s target/opt3/release/ingest) \
+	    $$(stat -c %s target/opt3/release/router) > $(BENCH_DIR)/opt3_sizes.json; fi
+	BENCH_DIR=$(BENCH_DIR) $(PYTHON) scripts/bench-report.py > BENCHMARKS.md
+	@echo "wrote BENCHMARKS.md"
 
 clean:
 	rm -rf target fuzz/target $(VENV) $(BUILD_VENV) .aws-sam .tools
