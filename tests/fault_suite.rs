@@ -8,8 +8,6 @@
 
 mod support;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::lambda_router::SqsBatchHandler;
 use nectar_webhooks::adapters::local::{self, LocalConfig};
@@ -18,7 +16,7 @@ use nectar_webhooks::core::dedup::InMemorySeen;
 use nectar_webhooks::core::envelope::ATTR_ID;
 use nectar_webhooks::core::router::Router;
 use nectar_webhooks::core::routing::RouteTable;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -274,50 +272,6 @@ async fn queue_outage_mid_run_loses_nothing_once_senders_retry() {
     assert!(tally.retried > 0, "the outage made senders retry");
     assert_eq!((tally.duplicates, tally.lost, tally.delivered), (0, 0, n));
     assert_logs_hold_no_secret_or_body();
-}
-
-/// Lambda's SQS event source in miniature: receive, invoke, delete what did not fail.
-async fn event_source_round(
-    client: &aws_sdk_sqs::Client,
-    queue: &str,
-    handler: &SqsBatchHandler<Destinations, InMemorySeen>,
-) -> usize {
-    let received = client
-        .receive_message()
-        .queue_url(queue)
-        .max_number_of_messages(10)
-        .message_attribute_names("All")
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let records: Vec<Value> = received
-        .iter()
-        .map(|m| {
-            let attributes: serde_json::Map<String, Value> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), json!({"stringValue": v.string_value(), "dataType": "String"})))
-                .collect();
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(), "messageAttributes": attributes})
-        })
-        .collect();
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
-    let failed: Vec<String> =
-        handler.handle(event).await.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
-    for message in received.iter().filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id())) {
-        client
-            .delete_message()
-            .queue_url(queue)
-            .receipt_handle(message.receipt_handle().unwrap())
-            .send()
-            .await
-            .unwrap();
-    }
-    received.len()
 }
 
 async fn queue_webhooks(client: &aws_sdk_sqs::Client, queue: &str, bodies: &HashMap<String, Vec<u8>>) {

@@ -261,53 +261,6 @@ async fn a_failing_destination_fails_only_its_own_records_and_is_retried_alone()
     assert_eq!(ids, ["msg_conn", "msg_doc"], "the healthy copy of msg_doc was delivered once, not on the retry");
 }
 
-/// What Lambda's SQS event source does: receive a batch, invoke, delete
-/// what the function did not report as failed.
-async fn event_source_round<S: SeenStore>(
-    client: &aws_sdk_sqs::Client,
-    queue: &str,
-    handler: &SqsBatchHandler<Destinations, S>,
-) -> usize {
-    let received = client
-        .receive_message()
-        .queue_url(queue)
-        .max_number_of_messages(10)
-        .message_attribute_names("All")
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let records: Vec<Value> = received
-        .iter()
-        .map(|m| {
-            let attributes: serde_json::Map<String, Value> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), json!({"stringValue": v.string_value(), "dataType": "String"})))
-                .collect();
-            let system: serde_json::Map<String, Value> =
-                m.attributes().into_iter().flatten().map(|(k, v)| (k.as_str().to_owned(), json!(v))).collect();
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                   "attributes": system, "messageAttributes": attributes})
-        })
-        .collect();
-    let response = handler.handle(batch(records)).await;
-    let failed = failed_ids(&response);
-    for message in received.iter().filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id())) {
-        client
-            .delete_message()
-            .queue_url(queue)
-            .receipt_handle(message.receipt_handle().unwrap())
-            .send()
-            .await
-            .unwrap();
-    }
-    received.len()
-}
-
 async fn send_record(client: &aws_sdk_sqs::Client, queue: &str, record: &Value) {
     let mut send = client.send_message().queue_url(queue).message_body(record["body"].as_str().unwrap());
     for (name, value) in record["messageAttributes"].as_object().unwrap() {

@@ -308,3 +308,58 @@ pub fn s3_client() -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
+
+/// What Lambda's SQS event source does: receive a batch, invoke, delete
+/// what the function did not report as failed.
+pub async fn event_source_round<S: nectar_webhooks::core::dedup::SeenStore>(
+    client: &aws_sdk_sqs::Client,
+    queue: &str,
+    handler: &nectar_webhooks::adapters::lambda_router::SqsBatchHandler<
+        nectar_webhooks::adapters::destinations::Destinations,
+        S,
+    >,
+) -> usize {
+    let received = client
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let records: Vec<serde_json::Value> = received
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, serde_json::Value> = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), serde_json::json!({"stringValue": v.string_value(), "dataType": "String"})))
+                .collect();
+            let system: serde_json::Map<String, serde_json::Value> = m
+                .attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().to_owned(), serde_json::json!(v)))
+                .collect();
+            serde_json::json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                   "attributes": system, "messageAttributes": attributes})
+        })
+        .collect();
+    let event = serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let response = handler.handle(event).await;
+    let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    for message in received.iter().filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id())) {
+        client
+            .delete_message()
+            .queue_url(queue)
+            .receipt_handle(message.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    received.len()
+}
