@@ -6,7 +6,7 @@
 
 use crate::core::claim_check::{self, ClaimCheckError, PayloadStore};
 use crate::core::clock::Clock;
-use crate::core::envelope::Envelope;
+use crate::core::envelope::{Envelope, QueueMessage};
 use crate::core::queue::{Queue, QueueError};
 use crate::core::sources::{AuthError, Sources};
 use crate::core::verification::nector::NectorError;
@@ -160,18 +160,22 @@ impl<Q: Queue> Ingest<Q> {
             return Err(IngestError::BodyNotBase64);
         }
         let identity = authenticator.authenticate(request.headers, request.body, self.clock.now_unix())?;
-        let envelope = Envelope {
-            source: source_name.to_owned(),
-            id: identity.id,
-            timestamp: identity.timestamp,
-            body: Bytes::copy_from_slice(request.body),
-        };
         let limit = self.limits.max_queue_message_bytes;
-        let message = claim_check::fit(self.payload_store.as_deref(), &envelope, envelope.to_queue_message(), limit)
-            .await?
-            .map_err(|too_large| IngestError::QueueMessageTooLarge { size: too_large.size(), limit })?;
+        let mut message = QueueMessage::for_webhook(source_name, &identity.id, identity.timestamp, request.body);
+        if message.size() > limit {
+            // Only a claim check needs an envelope, the one copy of the body it makes.
+            let envelope = Envelope {
+                source: source_name.to_owned(),
+                id: identity.id.clone(),
+                timestamp: identity.timestamp,
+                body: Bytes::copy_from_slice(request.body),
+            };
+            message = claim_check::fit(self.payload_store.as_deref(), &envelope, message, limit)
+                .await?
+                .map_err(|too_large| IngestError::QueueMessageTooLarge { size: too_large.size(), limit })?;
+        }
         self.queue.enqueue(message).await?;
-        Ok(Accepted { source: envelope.source, id: envelope.id })
+        Ok(Accepted { source: source_name.to_owned(), id: identity.id })
     }
 
     /// Decides one request, logs the outcome in one line, and builds the answer.

@@ -154,20 +154,21 @@ impl SvixVerifier {
     pub fn verify(&self, headers: &SignedHeaders<'_>, body: &[u8], now_unix: i64) -> Result<i64, VerifyError> {
         let timestamp = parse_timestamp(headers.timestamp)?;
         self.check_freshness(timestamp, now_unix)?;
-        let candidates = Candidates::parse(headers.signature);
-        if !candidates.saw_supported {
+        let entries = Entries(headers.signature);
+        if !entries.any_supported() {
             return Err(VerifyError::NoSupportedSignature);
         }
         let matched = self.secrets.keys.iter().any(|key| match key {
             Key::Symmetric(mac_key) => {
                 let expected = mac(mac_key.clone(), headers.id, headers.timestamp, body);
-                let any = candidates.macs.iter().fold(subtle::Choice::from(0), |any, c| any | c.ct_eq(&expected));
+                let any = entries.macs().fold(subtle::Choice::from(0), |any, c| any | c.ct_eq(&expected));
                 bool::from(any)
             }
             Key::Public(public_key) => {
-                !candidates.ed25519.is_empty() && {
+                let mut signatures = entries.ed25519().peekable();
+                signatures.peek().is_some() && {
                     let content = signed_content(headers.id, headers.timestamp, body);
-                    candidates.ed25519.iter().any(|signature| public_key.verify_strict(&content, signature).is_ok())
+                    signatures.any(|signature| public_key.verify_strict(&content, &signature).is_ok())
                 }
             }
         });
@@ -195,33 +196,33 @@ fn parse_timestamp(value: &str) -> Result<i64, VerifyError> {
     value.parse().map_err(|_| VerifyError::InvalidTimestamp)
 }
 
-/// The decodable entries of a signature header. Entries of other versions
-/// are skipped; empty, truncated or overlong ones can never match.
-struct Candidates {
-    saw_supported: bool,
-    macs: Vec<[u8; MAC_LEN]>,
-    ed25519: Vec<Signature>,
-}
+/// The entries of a signature header, read in place each time they are
+/// needed rather than collected, so verifying allocates nothing. Entries of
+/// other versions are skipped; empty, truncated or overlong ones never match.
+#[derive(Clone, Copy)]
+struct Entries<'a>(&'a str);
 
-impl Candidates {
-    fn parse(header: &str) -> Self {
-        let mut candidates = Self { saw_supported: false, macs: Vec::new(), ed25519: Vec::new() };
-        let entries = header.split(' ').filter(|entry| !entry.is_empty()).take(MAX_SIGNATURE_ENTRIES);
-        for (version, encoded) in entries.filter_map(|entry| entry.split_once(',')) {
-            match version {
-                "v1" => {
-                    candidates.saw_supported = true;
-                    candidates.macs.extend(decode_exact::<MAC_LEN>(encoded));
-                }
-                "v1a" => {
-                    candidates.saw_supported = true;
-                    let bytes = decode_exact::<ED25519_SIGNATURE_LEN>(encoded);
-                    candidates.ed25519.extend(bytes.map(|b| Signature::from_bytes(&b)));
-                }
-                _ => {}
-            }
-        }
-        candidates
+impl<'a> Entries<'a> {
+    /// `(version, encoded signature)` of the first [`MAX_SIGNATURE_ENTRIES`] entries.
+    fn all(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let entries = self.0.split(' ').filter(|entry| !entry.is_empty()).take(MAX_SIGNATURE_ENTRIES);
+        entries.filter_map(|entry| entry.split_once(','))
+    }
+
+    fn any_supported(self) -> bool {
+        self.all().any(|(version, _)| version == "v1" || version == "v1a")
+    }
+
+    fn macs(self) -> impl Iterator<Item = [u8; MAC_LEN]> + 'a {
+        self.all().filter(|(version, _)| *version == "v1").filter_map(|(_, encoded)| decode_exact(encoded))
+    }
+
+    fn ed25519(self) -> impl Iterator<Item = Signature> + 'a {
+        let decoded = self
+            .all()
+            .filter(|(version, _)| *version == "v1a")
+            .filter_map(|(_, encoded)| decode_exact::<ED25519_SIGNATURE_LEN>(encoded));
+        decoded.map(|bytes| Signature::from_bytes(&bytes))
     }
 }
 
