@@ -8,7 +8,7 @@
 use crate::core::clock::{Clock as _, SystemClock};
 use crate::core::dedup::{Claim, SeenStore, StoreError};
 use crate::core::envelope::{DecodeError, Envelope};
-use crate::core::events::probe;
+use crate::core::events::{Probe, probe};
 use crate::core::routing::{Destination, RouteTable};
 use std::future::Future;
 use thiserror::Error;
@@ -88,19 +88,44 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         Self { table, deliver, seen }
     }
 
-    /// Routes every record on its own, concurrently; returns those that
-    /// failed, so the queue redelivers only them.
+    /// Routes a batch: records about different resources concurrently, those
+    /// about the same resource (the payload's `id`) one after another in batch
+    /// order, so a FIFO destination gets one resource's events in the order
+    /// they came. Returns the records that failed, so the queue redelivers
+    /// only them.
     pub async fn route_batch(&self, records: Vec<Record>) -> Vec<Failure> {
-        let outcomes =
-            futures_util::future::join_all(records.into_iter().map(|record| self.route_logged(record))).await;
-        outcomes.into_iter().flatten().collect()
+        type Probed = (String, Result<(Envelope, Probe), DecodeError>);
+        let mut lanes: Vec<(Option<String>, Vec<Probed>)> = Vec::new();
+        for Record { id, message } in records {
+            let message = message.map(|e| {
+                let probe = probe(&e.source, &e.body);
+                (e, probe)
+            });
+            let resource = message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
+            match lanes.iter_mut().find(|(key, _)| resource.is_some() && *key == resource) {
+                Some((_, lane)) => lane.push((id, message)),
+                None => lanes.push((resource, vec![(id, message)])),
+            }
+        }
+        let lanes = lanes.into_iter().map(|(_, lane)| async move {
+            let mut failures = Vec::new();
+            for (id, message) in lane {
+                failures.extend(self.route_logged(id, message).await);
+            }
+            failures
+        });
+        futures_util::future::join_all(lanes).await.into_iter().flatten().collect()
     }
 
     /// Routes one record and logs the outcome; returns it if it failed.
-    async fn route_logged(&self, record: Record) -> Option<Failure> {
-        let webhook_id = record.message.as_ref().map(|e| e.id.clone()).unwrap_or_else(|_| "-".into());
-        let signed_at = record.message.as_ref().map(|e| e.timestamp).ok();
-        match self.route_record(record.message).await {
+    async fn route_logged(&self, id: String, message: Result<(Envelope, Probe), DecodeError>) -> Option<Failure> {
+        let webhook_id = message.as_ref().map(|(e, _)| e.id.clone()).unwrap_or_else(|_| "-".into());
+        let signed_at = message.as_ref().map(|(e, _)| e.timestamp).ok();
+        let outcome = match message {
+            Ok((envelope, probe)) => self.route_probed(&envelope, probe).await,
+            Err(err) => Err(err.into()),
+        };
+        match outcome {
             Ok(routed) => {
                 let age_secs = signed_at.map(|t| SystemClock.now_unix().saturating_sub(t));
                 info!(
@@ -115,22 +140,20 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 None
             }
             Err(err) => {
-                error!(webhook_id, message_id = %record.id, error = %err, "webhook not routed; will be retried");
-                Some(Failure { id: record.id, reason: err.to_string() })
+                error!(webhook_id, message_id = %id, error = %err, "webhook not routed; will be retried");
+                Some(Failure { id, reason: err.to_string() })
             }
         }
-    }
-
-    async fn route_record(&self, message: Result<Envelope, DecodeError>) -> Result<Routed, RecordError> {
-        let envelope = message?;
-        self.route(&envelope).await
     }
 
     /// Delivers one webhook to every destination of its route, skipping those
     /// that already have it. Fails if any destination failed; those that
     /// succeeded are remembered, so a retry reaches only the rest.
     pub async fn route(&self, envelope: &Envelope) -> Result<Routed, RecordError> {
-        let probe = probe(&envelope.source, &envelope.body);
+        self.route_probed(envelope, probe(&envelope.source, &envelope.body)).await
+    }
+
+    async fn route_probed(&self, envelope: &Envelope, probe: Probe) -> Result<Routed, RecordError> {
         let event_type = probe.event_type;
         let route =
             self.table.route(&event_type, &envelope.body).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
@@ -264,6 +287,37 @@ mod tests {
         assert_eq!(*slow_first.deliver.0.lock().unwrap(), 1);
         assert!(slow_first.route_batch(vec![record("a", body)]).await.is_empty(), "its retry is a duplicate");
         assert_eq!(*slow_first.deliver.0.lock().unwrap(), 1);
+    }
+
+    /// Records the order of deliveries; the first webhook of a batch takes
+    /// longer (yields several times), as a slow network call would.
+    #[derive(Default)]
+    struct SlowFirst(Mutex<Vec<String>>);
+
+    impl Deliver for SlowFirst {
+        async fn deliver(&self, _: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            let yields = if delivery.envelope.id == "a1" { 5 } else { 1 };
+            for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            self.0.lock().unwrap().push(delivery.envelope.id.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_resources_events_are_delivered_in_batch_order_others_alongside() {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        let router = Router::new(table, SlowFirst::default(), InMemorySeen::default());
+        let failed = router
+            .route_batch(vec![
+                record("a1", r#"{"eventType":"document.created.v2","id":"doc-a"}"#),
+                record("a2", r#"{"eventType":"document.updated.v2","id":"doc-a"}"#),
+                record("b1", r#"{"eventType":"document.created.v2","id":"doc-b"}"#),
+            ])
+            .await;
+        assert!(failed.is_empty());
+        assert_eq!(*router.deliver.0.lock().unwrap(), ["b1", "a1", "a2"], "b1 did not wait for doc-a's events");
     }
 
     /// Counts deliveries; yields once inside each, as a network call would.
