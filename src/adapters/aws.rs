@@ -1,8 +1,13 @@
 //! The AWS SDK configuration every client shares.
 
+use crate::config::ConfigError;
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use std::time::Duration;
 
 /// SDK time limits chosen so a failing or stalled AWS service still leaves
@@ -14,10 +19,47 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// `true` adds the system's CA bundle to the trusted roots (read the way
+/// `rustls-native-certs` reads it, so `SSL_CERT_FILE` and `SSL_CERT_DIR` apply):
+/// for AWS endpoints reached through a TLS-intercepting proxy, or an
+/// `AWS_ENDPOINT_URL` whose certificate another CA issued.
+pub const TLS_SYSTEM_ROOTS: &str = "TLS_SYSTEM_ROOTS";
+
+/// The roots that AWS service endpoints chain to: Amazon Root CA 1 to 4 and
+/// Starfield Services Root Certificate Authority - G2, which cross-signs
+/// them (Mozilla's copies; SHA-256 of Amazon Root CA 1: 8ECDE688…98196E).
+/// Trusting these alone spares every cold start reading and parsing the
+/// system's whole CA bundle, about 140 certificates (BENCHMARKS.md, section 4).
+const AMAZON_TRUST_SERVICES_ROOTS: &str = include_str!("amazon-trust-services-roots.pem");
+
 /// Region, credentials and `AWS_ENDPOINT_URL` from the environment, as the
-/// AWS SDKs read them, with the time limits above.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::from_env().timeout_config(timeouts()).retry_config(retries()).load().await
+/// AWS SDKs read them, with the time limits above and an HTTPS client that
+/// trusts Amazon's roots (and the system's with [`TLS_SYSTEM_ROOTS`]).
+pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
+    let tls = tls_context(&|name| std::env::var(name).ok())?;
+    let http_client = Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls.clone())
+            .proxy_config(ProxyConfig::from_env());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.build()
+    });
+    Ok(aws_config::from_env().http_client(http_client).timeout_config(timeouts()).retry_config(retries()).load().await)
+}
+
+fn tls_context(lookup: &dyn Fn(&str) -> Option<String>) -> Result<TlsContext, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { variable: TLS_SYSTEM_ROOTS, reason };
+    let system_roots = match lookup(TLS_SYSTEM_ROOTS).as_deref().map(str::trim) {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(other) => return Err(invalid(format!("expected true or false, got {other:?}"))),
+    };
+    let roots = TrustStore::empty().with_native_roots(system_roots).with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS);
+    TlsContext::builder().with_trust_store(roots).build().map_err(|err| invalid(err.to_string()))
 }
 
 /// The time limits above, for clients configured by hand.
@@ -32,4 +74,34 @@ pub fn timeouts() -> TimeoutConfig {
 /// Standard retries, at most [`MAX_ATTEMPTS`] attempts.
 pub fn retries() -> RetryConfig {
     RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn the_bundled_roots_are_five_der_certificates() {
+        let blocks: Vec<&str> = AMAZON_TRUST_SERVICES_ROOTS
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|block| block.split("-----END CERTIFICATE-----").next().unwrap_or_default())
+            .collect();
+        assert_eq!(blocks.len(), 5);
+        for block in blocks {
+            let base64: String = block.split_whitespace().collect();
+            let der = base64::engine::general_purpose::STANDARD.decode(base64).expect("base64");
+            assert_eq!(der[0], 0x30, "a DER SEQUENCE");
+        }
+    }
+
+    #[test]
+    fn system_roots_are_opt_in_with_a_clear_message_for_typos() {
+        let with = |value: &'static str| tls_context(&move |name| (name == TLS_SYSTEM_ROOTS).then(|| value.to_owned()));
+        assert!(tls_context(&|_| None).is_ok());
+        assert!(with("true").is_ok() && with("false").is_ok());
+        let error = with("yes").unwrap_err().to_string();
+        assert!(error.contains(TLS_SYSTEM_ROOTS) && error.contains("\"yes\""), "{error}");
+    }
 }

@@ -115,7 +115,7 @@ pub async fn run<D: Deliver + 'static, S: SeenStore + 'static>(
 /// `customise` registers typed handlers (see `examples/typed_handler.rs`).
 pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) -> Result<(), lambda_runtime::Error> {
     let config = RouterConfig::from_env().inspect_err(|err| error!(error = %err, "invalid configuration"))?;
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::sdk_config().await.inspect_err(|err| error!(error = %err, "invalid configuration"))?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut destinations = Destinations::default().with_sqs(sqs.clone());
     if config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_))) {

@@ -1,16 +1,10 @@
 //! Amazon SQS: the ingest queue (a [`Queue`]) and the shapes messages take on it.
 
-use crate::adapters::aws;
 use crate::core::envelope::{DecodeError, Envelope, QueueMessage};
 use crate::core::queue::{Queue, QueueError};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use std::collections::HashMap;
-
-/// Builds an SQS client with the time limits of [`aws::sdk_config`].
-pub async fn client() -> Client {
-    Client::new(&aws::sdk_config().await)
-}
 
 /// The ingest queue.
 #[derive(Debug, Clone)]

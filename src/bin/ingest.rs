@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_lambda();
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::sdk_config().await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let (settings, queue_url) =
         configure(&sdk).await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let queue = sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url);

@@ -119,7 +119,11 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     };
     let config = LocalConfig { ingest, routes, queue_url };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
-    let sdk = if config.needs_sqs() || needs_eventbridge { Some(aws::sdk_config().await) } else { None };
+    let sdk = if config.needs_sqs() || needs_eventbridge {
+        Some(aws::sdk_config().await.map_err(|err| err.to_string())?)
+    } else {
+        None
+    };
     let sqs_client = sdk.as_ref().filter(|_| config.needs_sqs()).map(aws_sdk_sqs::Client::new);
     let mut destinations = Destinations::default();
     if let Some(client) = &sqs_client {

@@ -52,7 +52,7 @@ struct Queue {
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<(), String> {
-    let client = client().await;
+    let client = client().await?;
     let dlq = Queue { arn: queue_arn(&client, &args.dlq).await?, url: args.dlq.clone() };
     let destination = match &args.to {
         Some(url) => Some(Queue { arn: queue_arn(&client, url).await?, url: url.clone() }),
@@ -73,14 +73,14 @@ pub async fn run(args: Args) -> Result<(), String> {
 
 /// The SDK's configuration (`AWS_ENDPOINT_URL`, region, credentials), with
 /// time limits for an operator's tool rather than ingest's 5-second budget.
-async fn client() -> Client {
-    let sdk = aws::sdk_config().await;
+async fn client() -> Result<Client, String> {
+    let sdk = aws::sdk_config().await.map_err(|err| err.to_string())?;
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(Duration::from_secs(30))
         .operation_timeout(Duration::from_secs(90))
         .build();
-    Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(timeouts).build())
+    Ok(Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(timeouts).build()))
 }
 
 fn sqs_error(what: &str, err: impl std::error::Error) -> String {

@@ -83,7 +83,8 @@ pub struct SignedHeaders<'a> {
 
 #[derive(Clone)]
 enum Key {
-    Symmetric(hmac::Key),
+    /// Boxed: AWS-LC's prepared HMAC state is over a kilobyte.
+    Symmetric(Box<hmac::Key>),
     Public(VerifyingKey),
 }
 
@@ -138,7 +139,7 @@ fn parse_key(position: usize, entry: &str) -> Result<Key, SecretError> {
     if secret.is_empty() {
         return Err(SecretError::EmptyKey { position });
     }
-    Ok(Key::Symmetric(hmac::Key::new(hmac::HMAC_SHA256, &secret)))
+    Ok(Key::Symmetric(Box::new(hmac::Key::new(hmac::HMAC_SHA256, &secret))))
 }
 
 /// Checks Svix signatures against a set of keys within a timestamp tolerance.
