@@ -7,7 +7,7 @@ use crate::adapters::{aws, sqs};
 use crate::config::RouterConfig;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen, SeenStore};
-use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, QueueMessage};
+use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, QueueMessage};
 use crate::core::router::{Deliver, Failure, Record, Router};
 use crate::core::routing::Destination;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -80,14 +80,16 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
             .collect();
         attributes.push((ATTR_FAILURE_REASON, truncate(&failure.reason, 1024)));
         attributes.push((ATTR_FAILED_RECEIVES, receives.to_string()));
+        let webhook_id =
+            attributes.iter().find(|(name, _)| *name == ATTR_ID).map_or("-", |(_, id)| id.as_str()).to_owned();
         let copy = QueueMessage { body: message.body.clone().unwrap_or_default(), attributes };
         match sqs::send(&dead_letters.client, &dead_letters.queue_url, copy, None).await {
             Ok(()) => {
-                error!(message_id = %failure.id, receives, reason = %failure.reason, "webhook dead-lettered");
+                error!(webhook_id, message_id = %failure.id, receives, reason = %failure.reason, "webhook dead-lettered");
                 true
             }
             Err(err) => {
-                error!(message_id = %failure.id, error = %err, "could not dead-letter; SQS's redrive policy will");
+                error!(webhook_id, message_id = %failure.id, error = %err, "could not dead-letter; SQS's redrive policy will");
                 false
             }
         }
