@@ -36,9 +36,10 @@ unit-and-blackbox: $(VENV)/.installed
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 
-## soak: the fault suite's load scenario at FAULT_SUITE_N webhooks (default 5000)
+## soak: the fault suite's load scenario at FAULT_SUITE_N webhooks (default 50000, about 14 minutes;
+## `make test` runs 5000)
 soak: $(VENV)/.installed
-	FAULT_SUITE_N=$${FAULT_SUITE_N:-5000} MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server \
+	FAULT_SUITE_N=$${FAULT_SUITE_N:-50000} MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server \
 	  $(CARGO) test --locked --test fault_suite -- --nocapture --test-threads 1
 
 ## fuzz: libFuzzer over header parsing and verification for FUZZ_SECONDS (nightly toolchain)
@@ -54,8 +55,10 @@ $(VENV)/.installed: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-## build: the deployable arm64 bootstraps, built the way `sam build` builds them
+## build: `sam validate --lint`, then the deployable arm64 bootstraps built the way `sam build` builds
+## them, then the glibc check (CI runs it after `make test`)
 build: $(BUILD_VENV)/.installed
+	$(BUILD_VENV)/bin/sam validate --lint
 	PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH $(BUILD_VENV)/bin/sam build --beta-features
 	scripts/check-glibc.sh
 
@@ -106,7 +109,7 @@ bench:
 	  CARGO_TARGET_DIR=target/opt3 $(CARGO) build --locked --release --config 'profile.release.opt-level=3' --bin ingest --bin router && \
 	  printf '{"ingest": %s, "router": %s}\n' $$(stat -c %s target/opt3/release/ingest) \
 	    $$(stat -c %s target/opt3/release/router) > $(BENCH_DIR)/opt3_sizes.json; fi
-	BENCH_DIR=$(BENCH_DIR) $(PYTHON) scripts/bench-report.py > BENCHMARKS.md
+	BENCH_DIR=$(BENCH_DIR) BENCH_README=README.md $(PYTHON) scripts/bench-report.py > BENCHMARKS.md
 	@echo "wrote BENCHMARKS.md"
 
 clean:

@@ -7,6 +7,7 @@ use crate::core::routing::{RouteError, RouteTable};
 use crate::core::sources::{NectorSource, Sources, SvixSource};
 use crate::core::verification::nector::NectorVerifier;
 use crate::core::verification::svix::{DEFAULT_TOLERANCE_SECS, SecretError, SigningSecrets, SvixVerifier};
+use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -41,6 +42,11 @@ pub const CLAIM_CHECK_BUCKET: &str = "CLAIM_CHECK_BUCKET";
 /// The default largest body with a claim-check bucket: what a synchronous
 /// Lambda invocation can carry at all.
 pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+/// Local mode: the directory for payloads too large for a queue message when
+/// they do not go to S3 (see `adapters::local::payload_dir`).
+pub const LOCAL_PAYLOAD_DIR: &str = "LOCAL_PAYLOAD_DIR";
+/// [`LOCAL_PAYLOAD_DIR`]'s default, in the system's temporary directory.
+pub const DEFAULT_LOCAL_PAYLOAD_DIR: &str = "nectar-webhooks-payloads";
 /// Set to `true` by `sam local`; allows a wider timestamp tolerance so
 /// committed sample events keep verifying.
 pub const AWS_SAM_LOCAL: &str = "AWS_SAM_LOCAL";
@@ -73,6 +79,19 @@ impl IngestConfig {
 
     /// Reads from any lookup, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(lookup, false)
+    }
+
+    /// Local mode's ingest: as [`Self::from_lookup`], but bodies up to
+    /// [`LAMBDA_PAYLOAD_LIMIT`] by default, bucket or not. Local mode always
+    /// has somewhere to put large payloads (S3, or a local directory), so by
+    /// default it accepts what the deployed stack accepts.
+    pub fn for_local_mode(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(lookup, true)
+    }
+
+    /// `payload_store_always`: large payloads have a store even without a bucket.
+    fn read(lookup: impl Fn(&str) -> Option<String>, payload_store_always: bool) -> Result<Self, ConfigError> {
         let secret = lookup(WEBHOOK_SECRET).ok_or(ConfigError::Missing(WEBHOOK_SECRET))?;
         let secrets = SigningSecrets::parse(&secret)
             .map_err(|err: SecretError| ConfigError::Invalid { variable: WEBHOOK_SECRET, reason: err.to_string() })?;
@@ -88,7 +107,11 @@ impl IngestConfig {
         }
         let claim_check_bucket = lookup(CLAIM_CHECK_BUCKET).filter(|b| !b.trim().is_empty());
         let defaults = Limits::default();
-        let default_body = if claim_check_bucket.is_some() { LAMBDA_PAYLOAD_LIMIT } else { defaults.max_body_bytes };
+        let default_body = if payload_store_always || claim_check_bucket.is_some() {
+            LAMBDA_PAYLOAD_LIMIT
+        } else {
+            defaults.max_body_bytes
+        };
         let limits = Limits {
             max_body_bytes: number(&lookup, MAX_BODY_BYTES, default_body)?,
             max_queue_message_bytes: number(&lookup, MAX_QUEUE_MESSAGE_BYTES, defaults.max_queue_message_bytes)?,
@@ -142,6 +165,14 @@ impl RouterConfig {
             )?,
         })
     }
+}
+
+/// Local mode's payload directory: [`LOCAL_PAYLOAD_DIR`], else
+/// [`DEFAULT_LOCAL_PAYLOAD_DIR`] in the system's temporary directory.
+pub fn local_payload_dir(lookup: impl Fn(&str) -> Option<String>) -> PathBuf {
+    lookup(LOCAL_PAYLOAD_DIR)
+        .filter(|dir| !dir.trim().is_empty())
+        .map_or_else(|| std::env::temp_dir().join(DEFAULT_LOCAL_PAYLOAD_DIR), PathBuf::from)
 }
 
 /// The route table from `ROUTES`; everything to stdout when unset.
@@ -211,6 +242,22 @@ mod tests {
         assert!(config.idempotency_table.is_none() && config.dead_letter_queue_url.is_none());
         let err = RouterConfig::from_lookup(|name| (name == ROUTES).then(|| "*=nowhere".to_owned())).unwrap_err();
         assert!(err.to_string().starts_with("ROUTES: unknown destination"), "{err}");
+    }
+
+    #[test]
+    fn local_mode_takes_what_a_lambda_can_carry_and_keeps_large_payloads_in_a_directory() {
+        let vars: HashMap<&str, &str> = [(WEBHOOK_SECRET, SECRET)].into();
+        let local = IngestConfig::for_local_mode(|name| vars.get(name).map(|v| v.to_string())).unwrap();
+        assert_eq!(local.limits.max_body_bytes, LAMBDA_PAYLOAD_LIMIT);
+        assert_eq!(local.limits.max_queue_message_bytes, Limits::default().max_queue_message_bytes);
+        let lookup = |name: &str| {
+            (name == MAX_BODY_BYTES).then(|| "1024".to_owned()).or_else(|| vars.get(name).map(|v| v.to_string()))
+        };
+        assert_eq!(IngestConfig::for_local_mode(lookup).unwrap().limits.max_body_bytes, 1024);
+
+        assert_eq!(local_payload_dir(|_| None), std::env::temp_dir().join("nectar-webhooks-payloads"));
+        assert_eq!(local_payload_dir(|_| Some(" ".into())), std::env::temp_dir().join("nectar-webhooks-payloads"));
+        assert_eq!(local_payload_dir(|_| Some("/srv/payloads".into())), PathBuf::from("/srv/payloads"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Nothing lost under load and faults (loopback only, bounded in count and
 //! time). Each scenario prints a summary line:
 //! `scenario: sent, 2xx, retried, delivered, duplicates, lost`.
-//! `FAULT_SUITE_N` sets the load scenario's size (default 500, which moto's
-//! Python server sustains here in about a minute; `make soak` runs 5,000).
+//! `FAULT_SUITE_N` sets the load scenario's size (default 5,000, 70–100 s
+//! here on moto's Python server; `make soak` runs 50,000).
 
 #![cfg(feature = "adapters")]
 
@@ -26,6 +26,10 @@ use support::*;
 
 const CONCURRENCY: usize = 32;
 const MARKER: &str = "FAULT-SUITE-BODY-MARKER";
+
+/// Held by each scenario: they share one moto server, which the load scenario
+/// keeps busy, and the others' deadlines assume it is not.
+static ONE_SCENARIO_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Everything this test binary logs, to check that no secret or body leaks.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
@@ -218,8 +222,9 @@ fn tally(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_every_webhook_is_accepted_and_delivered_exactly_once() {
+    let _moto = ONE_SCENARIO_AT_A_TIME.lock().await;
     captured_logs();
-    let n = std::env::var("FAULT_SUITE_N").ok().and_then(|n| n.parse().ok()).unwrap_or(500);
+    let n = std::env::var("FAULT_SUITE_N").ok().and_then(|n| n.parse().ok()).unwrap_or(5_000);
     let proxy = FaultyProxy::start(moto_endpoint()).await;
     let out = std::env::temp_dir().join(unique_name("load")).with_extension("jsonl");
     let url = serve_through(&proxy, &out).await;
@@ -243,6 +248,7 @@ async fn load_every_webhook_is_accepted_and_delivered_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_outage_mid_run_loses_nothing_once_senders_retry() {
+    let _moto = ONE_SCENARIO_AT_A_TIME.lock().await;
     captured_logs();
     let n = 300;
     let proxy = Arc::new(FaultyProxy::start(moto_endpoint()).await);
@@ -296,6 +302,7 @@ fn ids_at(messages: &[aws_sdk_sqs::types::Message]) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_faults_retry_then_deliver_dead_letter_then_redrive_once() {
+    let _moto = ONE_SCENARIO_AT_A_TIME.lock().await;
     captured_logs();
     let client = sqs_client();
     let proxy = FaultyProxy::start(moto_endpoint()).await;

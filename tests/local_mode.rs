@@ -1,17 +1,23 @@
 //! Local mode (`nectar-webhooks serve`) over HTTP: the embedded queue, a real
-//! SQS queue (moto), and the command-line tool as a user runs it.
+//! SQS queue (moto), large payloads by claim check (a local directory, or
+//! S3), and the command-line tool as a user runs it.
 
 #![cfg(feature = "adapters")]
 
 mod support;
 
 use nectar_webhooks::adapters::destinations::Destinations;
+use nectar_webhooks::adapters::local::payload_dir::PayloadDir;
 use nectar_webhooks::adapters::local::{self, LocalConfig};
-use nectar_webhooks::config::IngestConfig;
+use nectar_webhooks::adapters::payloads::read_envelope;
+use nectar_webhooks::config::{IngestConfig, LAMBDA_PAYLOAD_LIMIT};
+use nectar_webhooks::core::claim_check::PayloadStore;
+use nectar_webhooks::core::envelope::ATTR_CLAIM_CHECK;
 use nectar_webhooks::core::routing::RouteTable;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -19,6 +25,25 @@ const DOCUMENT: &[u8] = br#"{"eventType":"document.created.v2","id":"b2d4e6f8"}"
 
 fn out_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(unique_name(name)).with_extension("jsonl")
+}
+
+/// A document event of about `size` bytes, as large bills with many line items are.
+fn large_document(size: usize) -> Vec<u8> {
+    let item = r#"{"description":"Energy charge","quantity":"1234.5","rate":"0.1234","totalCharge":"152.34"},"#;
+    let items = item.repeat(size / item.len());
+    format!(r#"{{"eventType":"document.created.v2","id":"doc-large","lineItems":[{}]}}"#, items.trim_end_matches(','))
+        .into_bytes()
+}
+
+/// A payload directory of this test's own.
+fn payload_dir(name: &str) -> Arc<PayloadDir> {
+    let path = std::env::temp_dir().join(unique_name(name));
+    Arc::new(PayloadDir::open(&path, Duration::from_secs(3600)).unwrap())
+}
+
+/// The delivered line with this webhook id.
+fn line_for<'a>(lines: &'a [Value], id: &str) -> &'a Value {
+    lines.iter().find(|line| line["id"] == id).unwrap_or_else(|| panic!("{id} was not delivered"))
 }
 
 /// The lines of a `file:` destination, waiting until `expected` arrived.
@@ -37,8 +62,15 @@ async fn wait_for_lines(path: &Path, expected: usize) -> Vec<Value> {
     }
 }
 
-async fn start(routes: &str, queue_url: Option<String>, vars: &[(&str, &str)]) -> String {
-    let ingest = IngestConfig::from_lookup(|name| {
+/// Local mode as `serve` runs it, configured from `vars`; large payloads in
+/// `payloads`, or in the default directory. Returns the webhook URL.
+async fn start_with(
+    routes: &str,
+    queue_url: Option<String>,
+    vars: &[(&str, &str)],
+    payloads: Option<Arc<dyn PayloadStore>>,
+) -> String {
+    let ingest = IngestConfig::for_local_mode(|name| {
         if name == "WEBHOOK_SECRET" {
             return Some(SAMPLE_SECRET.to_owned());
         }
@@ -50,8 +82,18 @@ async fn start(routes: &str, queue_url: Option<String>, vars: &[(&str, &str)]) -
     let destinations = client.clone().map_or_else(Destinations::default, |c| Destinations::default().with_sqs(c));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/nectar", listener.local_addr().unwrap());
-    tokio::spawn(local::run(config, client, destinations, listener, std::future::pending()));
+    let shutdown = std::future::pending();
+    match payloads {
+        Some(payloads) => {
+            tokio::spawn(local::run_with_payloads(config, client, destinations, payloads, listener, shutdown))
+        }
+        None => tokio::spawn(local::run(config, client, destinations, listener, shutdown)),
+    };
     url
+}
+
+async fn start(routes: &str, queue_url: Option<String>, vars: &[(&str, &str)]) -> String {
+    start_with(routes, queue_url, vars, None).await
 }
 
 async fn post(url: &str, id: &str, body: &[u8]) -> (u16, Value) {
@@ -121,13 +163,74 @@ async fn with_a_queue_url_webhooks_travel_through_sqs() {
     assert_eq!(ids, ["msg_sqs_0", "msg_sqs_1", "msg_sqs_2"]);
 }
 
+/// The claim check of the Lambdas, locally: bodies over the queue's message
+/// limit are stored in a directory, the embedded queue carries a reference,
+/// and the router delivers them whole; up to what a Lambda could be given.
+#[tokio::test]
+async fn large_payloads_go_by_a_local_directory_and_arrive_whole() {
+    let out = out_file("large");
+    let store = payload_dir("large-payloads");
+    let url = start_with(&format!("*=file:{}", out.display()), None, &[], Some(store.clone())).await;
+    let mib = large_document(1024 * 1024);
+    let five_mb = large_document(5_000_000);
+    assert_eq!(post(&url, "msg_large_1mib", &mib).await.0, 202);
+    assert_eq!(post(&url, "msg_large_5mb", &five_mb).await.0, 202);
+    let (status, refusal) = post(&url, "msg_too_large", &vec![b' '; LAMBDA_PAYLOAD_LIMIT + 1]).await;
+    assert_eq!(status, 413);
+    assert_eq!(refusal["error"], "body_too_large");
+    assert_eq!(refusal["message"], format!("body is over the {LAMBDA_PAYLOAD_LIMIT}-byte limit"));
+
+    let lines = wait_for_lines(&out, 2).await;
+    assert_eq!(lines.len(), 2, "nothing refused was delivered");
+    assert_eq!(line_for(&lines, "msg_large_1mib")["body"].as_str().unwrap().as_bytes(), mib);
+    assert_eq!(line_for(&lines, "msg_large_5mb")["body"].as_str().unwrap().as_bytes(), five_mb);
+    assert_eq!(line_for(&lines, "msg_large_5mb")["eventType"], "document.created.v2");
+    let stored = |id: &str| std::fs::read(store.path().join(format!("payloads/nectar/{id}.payload"))).ok();
+    assert_eq!(stored("msg_large_1mib"), Some(mib), "the queue carried a reference, not the body");
+    assert_eq!(stored("msg_large_5mb"), Some(five_mb));
+    assert_eq!(stored("msg_too_large"), None);
+    std::fs::remove_dir_all(store.path()).unwrap();
+}
+
+/// With a real queue and no bucket: the local directory, which also holds
+/// large copies routed to SQS destinations, as S3 does for the Lambda.
+#[tokio::test]
+async fn with_a_queue_url_and_no_bucket_large_payloads_go_by_the_directory_to_every_destination() {
+    let sqs = sqs_client();
+    let queue = create_queue(&sqs, "local-large-dir").await;
+    let destination = create_queue(&sqs, "local-large-dest").await;
+    let out = out_file("large-dir");
+    let store = payload_dir("large-via-sqs");
+    let routes = format!("*=file:{},{destination}", out.display());
+    let url = start_with(&routes, Some(queue), &[], Some(store.clone())).await;
+    let body = large_document(1024 * 1024);
+    assert_eq!(post(&url, "msg_dir_large", &body).await.0, 202);
+    let lines = wait_for_lines(&out, 1).await;
+    assert_eq!(line_for(&lines, "msg_dir_large")["body"].as_str().unwrap().as_bytes(), body);
+
+    let copies = drain(&sqs, &destination, 1).await;
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].body(), Some(""), "the copy carries only the reference");
+    let reference = attribute(&copies[0], ATTR_CLAIM_CHECK).unwrap();
+    assert_eq!(reference, format!("file://{}/payloads/nectar/msg_dir_large.payload", store.path().display()));
+    let copy = read_envelope(Some(store.as_ref()), "", |name| attribute(&copies[0], name)).await.unwrap();
+    assert_eq!(copy.body, body);
+    std::fs::remove_dir_all(store.path()).unwrap();
+}
+
 /// The binaries as a user runs them: `serve` configured by environment
-/// variables against moto, then `send` with a sample payload.
+/// variables against moto, then `send` with a sample payload and a large one,
+/// which goes by the claim-check bucket as in the Lambdas.
 #[tokio::test]
 async fn the_command_line_tool_serves_and_sends() {
     let client = sqs_client();
     let queue = create_queue(&client, "cli-ingest").await;
+    let s3 = s3_client();
+    let bucket = unique_name("cli-claims");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let out = out_file("cli");
+    let large = std::env::temp_dir().join(unique_name("cli-s3-large")).with_extension("json");
+    std::fs::write(&large, large_document(1024 * 1024)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cli = env!("CARGO_BIN_EXE_nectar-webhooks");
     let mut server = Command::new(cli)
@@ -135,6 +238,7 @@ async fn the_command_line_tool_serves_and_sends() {
         .env("WEBHOOK_SECRET", SAMPLE_SECRET)
         .env("ROUTES", format!("document.*=file:{};*=drop", out.display()))
         .env("QUEUE_URL", &queue)
+        .env("CLAIM_CHECK_BUCKET", &bucket)
         .env("AWS_ENDPOINT_URL", moto_endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -150,6 +254,55 @@ async fn the_command_line_tool_serves_and_sends() {
     let payload = project_dir().join("events/payloads/document.updated.v2.json");
     let sent = Command::new(cli)
         .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET])
+        .args([&payload, &large])
+        .output()
+        .unwrap();
+    let lines = wait_for_lines(&out, 2).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(sent.status.success(), "{stdout}");
+    assert!(stdout.lines().all(|line| line.starts_with("202 ")), "{stdout}");
+    assert_eq!(lines.len(), 2);
+    let sample = lines.iter().find(|line| line["eventType"] == "document.updated.v2").unwrap();
+    assert_eq!(sample["body"].as_str().unwrap().as_bytes(), std::fs::read(&payload).unwrap());
+    let delivered = lines.iter().find(|line| line["eventType"] == "document.created.v2").unwrap();
+    assert_eq!(delivered["body"].as_str().unwrap().as_bytes(), std::fs::read(&large).unwrap());
+    let stored = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<&str> = stored.contents().iter().filter_map(|object| object.key()).collect();
+    let id = delivered["id"].as_str().unwrap();
+    assert_eq!(keys, [format!("payloads/nectar/{id}")], "only the large payload went by S3");
+    std::fs::remove_file(large).unwrap();
+}
+
+/// `serve` with no AWS at all takes a large payload by default: the
+/// embedded queue, the payload in `LOCAL_PAYLOAD_DIR`.
+#[tokio::test]
+async fn the_command_line_tool_takes_large_payloads_without_aws() {
+    let out = out_file("cli-large");
+    let dir = std::env::temp_dir().join(unique_name("cli-payloads"));
+    let payload = std::env::temp_dir().join(unique_name("cli-large")).with_extension("json");
+    std::fs::write(&payload, large_document(1024 * 1024)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cli = env!("CARGO_BIN_EXE_nectar-webhooks");
+    let mut server = Command::new(cli)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("WEBHOOK_SECRET", SAMPLE_SECRET)
+        .env("ROUTES", format!("*=file:{}", out.display()))
+        .env("LOCAL_PAYLOAD_DIR", &dir)
+        .env_remove("QUEUE_URL")
+        .env_remove("MAX_BODY_BYTES")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Command::new(cli)
+        .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET])
+        .args(["--id", "msg_cli_large"])
         .arg(&payload)
         .output()
         .unwrap();
@@ -157,8 +310,9 @@ async fn the_command_line_tool_serves_and_sends() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stdout));
-    assert!(String::from_utf8_lossy(&sent.stdout).starts_with("202 "));
     assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["eventType"], "document.updated.v2");
     assert_eq!(lines[0]["body"].as_str().unwrap().as_bytes(), std::fs::read(&payload).unwrap());
+    assert!(dir.join("payloads/nectar/msg_cli_large.payload").exists(), "it went by the directory");
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_file(payload).unwrap();
 }

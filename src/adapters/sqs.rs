@@ -1,5 +1,7 @@
 //! Amazon SQS: the ingest queue (a [`Queue`]) and the shapes messages take on it.
 
+use crate::adapters::payloads;
+use crate::core::claim_check::PayloadStore;
 use crate::core::envelope::{DecodeError, Envelope, QueueMessage};
 use crate::core::queue::{Queue, QueueError};
 use aws_sdk_sqs::Client;
@@ -61,10 +63,15 @@ fn to_sdk_attributes(attributes: &[(&'static str, String)]) -> HashMap<String, M
         .collect()
 }
 
-/// Reads an envelope from a message received through the SDK.
-pub fn envelope_from_sdk(message: &aws_sdk_sqs::types::Message) -> Result<Envelope, DecodeError> {
+/// Reads an envelope from a message received through the SDK, fetching a
+/// claim-checked payload from `store`.
+pub async fn envelope_from_sdk(
+    store: Option<&dyn PayloadStore>,
+    message: &aws_sdk_sqs::types::Message,
+) -> Result<Envelope, DecodeError> {
     let attributes = message.message_attributes();
-    Envelope::from_queue_message(message.body().unwrap_or_default(), |name| {
+    payloads::read_envelope(store, message.body().unwrap_or_default(), |name| {
         attributes.and_then(|map| map.get(name)).and_then(|value| value.string_value())
     })
+    .await
 }

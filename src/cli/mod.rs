@@ -6,8 +6,11 @@ pub mod redrive;
 
 use crate::adapters::aws;
 use crate::adapters::destinations::Destinations;
+use crate::adapters::local::payload_dir::PayloadDir;
 use crate::adapters::local::{self, LocalConfig};
+use crate::adapters::payloads::S3PayloadStore;
 use crate::config::{self, IngestConfig};
+use crate::core::claim_check::PayloadStore;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::routing::Destination;
 use crate::core::verification::svix::sign;
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 use lambda_events::{Format, Signed};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(name = "nectar-webhooks", version, about = "Receive Nectar's Svix webhooks: verify, queue, route.")]
@@ -100,7 +104,9 @@ impl Cli {
 }
 
 async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
-    let ingest = IngestConfig::from_env().map_err(|e| e.to_string())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let ingest = IngestConfig::for_local_mode(env).map_err(|e| e.to_string())?;
+    let payload_dir = config::local_payload_dir(env);
     let routes = match routes_file {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("--routes {}: {e}", path.display()))?;
@@ -110,13 +116,6 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     let queue_url = std::env::var(config::QUEUE_URL).ok().filter(|u| !u.is_empty());
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let queue = queue_url.as_deref().unwrap_or("embedded (in memory)");
-    tracing::info!(%bound, queue, "listening: POST http://{bound}/webhooks/nectar");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
     let config = LocalConfig { ingest, routes, queue_url };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
     let sdk = if config.needs_sqs() || needs_eventbridge {
@@ -132,7 +131,41 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     if let Some(sdk) = sdk.as_ref().filter(|_| needs_eventbridge) {
         destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(sdk));
     }
-    local::run(config, sqs_client, destinations, listener, shutdown).await.map_err(|e| e.to_string())
+    let (payloads, payloads_at) = payload_store(&config, sdk.as_ref(), &payload_dir)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let queue = config.queue_url.as_deref().unwrap_or("embedded (in memory)");
+    tracing::info!(%bound, queue, large_payloads = payloads_at, "listening: POST http://{bound}/webhooks/nectar");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    local::run_with_payloads(config, sqs_client, destinations, payloads, listener, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Where large payloads go, and where that is for the log: S3 as the Lambdas
+/// use it with a real queue and a bucket, else a local directory.
+fn payload_store(
+    config: &LocalConfig,
+    sdk: Option<&aws_config::SdkConfig>,
+    dir: &std::path::Path,
+) -> Result<(Arc<dyn PayloadStore>, String), String> {
+    // A bucket comes with a queue URL, so with an SDK configuration.
+    if let (Some(bucket), Some(sdk)) = (config.claim_check_bucket(), sdk) {
+        let store = S3PayloadStore::new(aws_sdk_s3::Client::new(sdk), bucket);
+        return Ok((Arc::new(store), format!("s3://{bucket}")));
+    }
+    if config.ingest.claim_check_bucket.is_some() {
+        tracing::warn!(
+            "{} applies with {} only; the embedded queue keeps large payloads in a local directory",
+            config::CLAIM_CHECK_BUCKET,
+            config::QUEUE_URL
+        );
+    }
+    let store = PayloadDir::open(dir, config.payload_ttl()).map_err(|e| e.to_string())?;
+    let at = store.path().display().to_string();
+    Ok((Arc::new(store), at))
 }
 
 async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> Result<(), String> {

@@ -1,8 +1,10 @@
 //! The embedded queue of local mode: SQS's contract (at-least-once, retries,
 //! a dead-letter list after too many receives) in one process, in memory.
 
+use crate::adapters::payloads;
+use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::SeenStore;
-use crate::core::envelope::{Envelope, QueueMessage};
+use crate::core::envelope::QueueMessage;
 use crate::core::queue::{Queue, QueueError};
 use crate::core::router::{Deliver, Record, Router};
 use std::sync::{Arc, Mutex};
@@ -55,12 +57,20 @@ impl EmbeddedWorker {
         Arc::clone(&self.dead_letters)
     }
 
-    /// Routes messages one by one until the process ends; failed ones are
-    /// retried after a delay, then dead-lettered.
-    pub async fn run<D: Deliver, S: SeenStore>(mut self, router: Arc<Router<D, S>>) {
+    /// Routes messages one by one until the process ends, fetching
+    /// claim-checked payloads from `payload_store` as the router Lambda does;
+    /// failed ones are retried after a delay, then dead-lettered.
+    pub async fn run<D: Deliver, S: SeenStore>(
+        mut self,
+        router: Arc<Router<D, S>>,
+        payload_store: Arc<dyn PayloadStore>,
+    ) {
         while let Some(mut pending) = self.receiver.recv().await {
             pending.receives += 1;
-            let message = Envelope::from_queue_message(&pending.message.body, |name| pending.message.attribute(name));
+            let message = payloads::read_envelope(Some(payload_store.as_ref()), &pending.message.body, |name| {
+                pending.message.attribute(name)
+            })
+            .await;
             let failed = router.route_batch(vec![Record { id: "embedded".into(), message }]).await;
             if failed.is_empty() {
                 continue;

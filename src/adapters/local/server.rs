@@ -41,8 +41,9 @@ async fn handle<Q: Queue>(ingest: Arc<Ingest<Q>>, request: Request, max_body_byt
     response.into_response()
 }
 
-/// Bodies are read (and past `cap`, discarded) up to this many bytes, so an
-/// oversize request still gets its 413 rather than a reset connection.
+/// Bodies are read (and past `cap`, discarded) up to this many bytes, or
+/// `cap` if larger, so an oversize request still gets its 413 rather than a
+/// reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Keeps at most `cap` bytes of the body.
@@ -54,7 +55,7 @@ async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, axum::Error>
             let room = cap.saturating_sub(collected.len());
             collected.extend_from_slice(&data[..data.len().min(room)]);
             seen = seen.saturating_add(data.len());
-            if seen >= DRAIN_LIMIT {
+            if seen >= DRAIN_LIMIT.max(cap) {
                 break;
             }
         }

@@ -2,22 +2,60 @@
 //! the router, in a loop (receive, route, delete what was delivered).
 
 use crate::adapters::sqs::envelope_from_sdk;
+use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::SeenStore;
 use crate::core::router::{Deliver, Record, Router};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tracing::{error, warn};
 
-/// Polls `queue_url` until the process ends. Failed messages are left on the
-/// queue, so SQS redelivers them and its redrive policy dead-letters them.
-pub async fn poll<D: Deliver, S: SeenStore>(client: Client, queue_url: String, router: Arc<Router<D, S>>) {
+/// Messages per receive, as the template's event source mapping takes them.
+const BATCH: usize = 10;
+
+/// The most receive loops that run at once. Like Lambda's SQS event source,
+/// local mode adds pollers while the queue has a backlog: one loop falls
+/// behind a few dozen concurrent senders, and a backlog slows moto (its every
+/// request scans all the messages a queue holds) until its answers outlast
+/// the SDK's time limit and it stalls. With 32 senders, five loops let that
+/// happen; ten keep the backlog under about 40 messages. A message two loops
+/// take is still delivered once: the router claims it first.
+const MAX_POLLERS: usize = 10;
+
+/// Polls `queue_url` until the process ends, fetching claim-checked payloads
+/// from `payload_store`. Failed messages are left on the queue, so SQS
+/// redelivers them and its redrive policy dead-letters them.
+pub async fn poll<D: Deliver, S: SeenStore>(
+    client: Client,
+    queue_url: String,
+    router: Arc<Router<D, S>>,
+    payload_store: Arc<dyn PayloadStore>,
+) {
+    let backlog = Notify::new();
+    let pollers =
+        (0..MAX_POLLERS).map(|n| poll_one(n == 0, &backlog, &client, &queue_url, &router, payload_store.as_ref()));
+    join_all(pollers).await;
+}
+
+/// One receive loop. The first polls always; the others join in when a
+/// batch comes back full and leave when a receive finds nothing, so an idle
+/// queue costs one request a second.
+async fn poll_one<D: Deliver, S: SeenStore>(
+    always: bool,
+    backlog: &Notify,
+    client: &Client,
+    queue_url: &str,
+    router: &Router<D, S>,
+    payload_store: &dyn PayloadStore,
+) {
     loop {
         let received = client
             .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
+            .queue_url(queue_url)
+            .max_number_of_messages(BATCH as i32)
             .wait_time_seconds(1)
             .message_attribute_names("All")
             .send()
@@ -30,10 +68,17 @@ pub async fn poll<D: Deliver, S: SeenStore>(client: Client, queue_url: String, r
                 continue;
             }
         };
-        let records = messages
-            .iter()
-            .map(|m| Record { id: m.message_id().unwrap_or_default().to_owned(), message: envelope_from_sdk(m) })
-            .collect();
+        if messages.len() == BATCH {
+            backlog.notify_waiters();
+        } else if messages.is_empty() && !always {
+            backlog.notified().await;
+            continue;
+        }
+        let records = join_all(messages.iter().map(|m| async {
+            let message = envelope_from_sdk(Some(payload_store), m).await;
+            Record { id: m.message_id().unwrap_or_default().to_owned(), message }
+        }))
+        .await;
         let failed = router.route_batch(records).await;
         let delivered: Vec<_> = messages
             .iter()
@@ -50,7 +95,7 @@ pub async fn poll<D: Deliver, S: SeenStore>(client: Client, queue_url: String, r
         if delivered.is_empty() {
             continue;
         }
-        let deleted = client.delete_message_batch().queue_url(&queue_url).set_entries(Some(delivered)).send().await;
+        let deleted = client.delete_message_batch().queue_url(queue_url).set_entries(Some(delivered)).send().await;
         match deleted {
             Ok(output) if output.failed().is_empty() => {}
             Ok(output) => warn!(
