@@ -2,7 +2,7 @@
 //! API Gateway HTTP API event's bytes to the response's bytes (what the
 //! runtime receives and sends; read as `lambda_runtime` reads events), with
 //! the queue stubbed in memory; beside the verification of the same body
-//! alone, measured in the same rounds.
+//! alone and the steps in between, measured in the same rounds.
 
 #[path = "support/interleaved.rs"]
 mod interleaved;
@@ -58,6 +58,7 @@ fn main() {
     let signed =
         Signed { source: "nectar", id: ID, timestamp: NOW, signature: &signature, body: &body, base64_body: false };
     let event = serde_json::to_vec(&signed.http_v2(false)).unwrap();
+    let body_in_event = serde_json::to_vec(std::str::from_utf8(&body).unwrap()).unwrap();
 
     let config = IngestConfig::from_lookup(|name| (name == "WEBHOOK_SECRET").then(|| SECRET.to_owned())).unwrap();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -86,6 +87,22 @@ fn main() {
             Box::new(|| assert!(verifier.verify(black_box(&signed_headers), black_box(&body), NOW).is_ok())),
         ),
         ("core_handle".into(), Box::new(|| assert!(runtime.block_on(ingest.handle(black_box(request))).is_ok()))),
+        (
+            "core_respond".into(),
+            Box::new(|| assert_eq!(runtime.block_on(ingest.respond(black_box(request))).status(), 202)),
+        ),
+        (
+            "event_skipped_by_serde_json".into(),
+            Box::new(|| {
+                runtime_read::<serde::de::IgnoredAny>(&event);
+            }),
+        ),
+        (
+            "body_read_by_serde_json".into(),
+            Box::new(|| {
+                black_box(runtime_read::<String>(&body_in_event));
+            }),
+        ),
         (
             "event_read_by_lambda_http".into(),
             Box::new(|| {

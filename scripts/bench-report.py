@@ -435,6 +435,22 @@ def main():
     sections = verify_out + ingest_out + router_out + process_out + cost_out
     body = head + ["Headlines:", ""] + [f"- {line}" for line in HEADLINES] + [""] + sections
     sys.stdout.write("\n".join(body))
+    if os.environ.get("BENCH_README"):
+        update_readme(os.environ["BENCH_README"], m)
+
+
+def update_readme(path, m):
+    """Puts the headlines between the README's markers, so the figures it
+    shows are always those of the last `make bench`."""
+    start, end = "<!-- bench-headlines -->", "<!-- /bench-headlines -->"
+    with open(path) as f:
+        text = f.read()
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    intro = f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores (sections of BENCHMARKS.md):"
+    block = "\n".join([start, intro, ""] + [f"- {line}" for line in HEADLINES] + [end])
+    with open(path, "w") as f:
+        f.write(before + block + after)
 
 
 if __name__ == "__main__":
