@@ -12,6 +12,7 @@ mod logs;
 mod payload;
 
 use interleaved::Closure;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::tower::ServiceExt as _;
 use lambda_runtime::{Context, LambdaEvent, Service as _};
@@ -59,6 +60,9 @@ fn main() {
         Signed { source: "nectar", id: ID, timestamp: NOW, signature: &signature, body: &body, base64_body: false };
     let event = serde_json::to_vec(&signed.http_v2(false)).unwrap();
     let body_in_event = serde_json::to_vec(std::str::from_utf8(&body).unwrap()).unwrap();
+    let mut without_body = signed.http_v2(false);
+    without_body.as_object_mut().unwrap().remove("body");
+    let event_without_body = serde_json::to_vec(&without_body).unwrap();
 
     let config = IngestConfig::from_lookup(|name| (name == "WEBHOOK_SECRET").then(|| SECRET.to_owned())).unwrap();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -101,6 +105,12 @@ fn main() {
             "body_read_by_serde_json".into(),
             Box::new(|| {
                 black_box(runtime_read::<String>(&body_in_event));
+            }),
+        ),
+        (
+            "event_without_body_read_as_v2".into(),
+            Box::new(|| {
+                black_box(runtime_read::<ApiGatewayV2httpRequest>(&event_without_body));
             }),
         ),
         (
