@@ -231,26 +231,17 @@ async fn the_command_line_tool_serves_and_sends() {
     let out = out_file("cli");
     let large = std::env::temp_dir().join(unique_name("cli-s3-large")).with_extension("json");
     std::fs::write(&large, large_document(1024 * 1024)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mut server, port) = serve_cli(|serve| {
+        serve
+            .env("ROUTES", format!("document.*=file:{};*=drop", out.display()))
+            .env("QUEUE_URL", &queue)
+            .env("CLAIM_CHECK_BUCKET", &bucket)
+            .env("AWS_ENDPOINT_URL", moto_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1");
+    });
     let cli = env!("CARGO_BIN_EXE_nectar-webhooks");
-    let mut server = Command::new(cli)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env("WEBHOOK_SECRET", SAMPLE_SECRET)
-        .env("ROUTES", format!("document.*=file:{};*=drop", out.display()))
-        .env("QUEUE_URL", &queue)
-        .env("CLAIM_CHECK_BUCKET", &bucket)
-        .env("AWS_ENDPOINT_URL", moto_endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let payload = project_dir().join("events/payloads/document.updated.v2.json");
     let sent = Command::new(cli)
         .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET])
@@ -283,23 +274,14 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
     let dir = std::env::temp_dir().join(unique_name("cli-payloads"));
     let payload = std::env::temp_dir().join(unique_name("cli-large")).with_extension("json");
     std::fs::write(&payload, large_document(1024 * 1024)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mut server, port) = serve_cli(|serve| {
+        serve
+            .env("ROUTES", format!("*=file:{}", out.display()))
+            .env("LOCAL_PAYLOAD_DIR", &dir)
+            .env_remove("QUEUE_URL")
+            .env_remove("MAX_BODY_BYTES");
+    });
     let cli = env!("CARGO_BIN_EXE_nectar-webhooks");
-    let mut server = Command::new(cli)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env("WEBHOOK_SECRET", SAMPLE_SECRET)
-        .env("ROUTES", format!("*=file:{}", out.display()))
-        .env("LOCAL_PAYLOAD_DIR", &dir)
-        .env_remove("QUEUE_URL")
-        .env_remove("MAX_BODY_BYTES")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let sent = Command::new(cli)
         .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET])
         .args(["--id", "msg_cli_large"])
@@ -315,4 +297,20 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
     assert!(dir.join("payloads/nectar/msg_cli_large.payload").exists(), "it went by the directory");
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_file(payload).unwrap();
+}
+
+/// Starts `nectar-webhooks serve` on a free port with the sample secret and
+/// what `configure` adds, and waits until it accepts connections.
+fn serve_cli(configure: impl FnOnce(&mut Command)) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
+    serve.args(["serve", "--addr", &format!("127.0.0.1:{port}")]).env("WEBHOOK_SECRET", SAMPLE_SECRET);
+    configure(&mut serve);
+    let server = serve.stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
 }
