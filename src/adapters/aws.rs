@@ -1,9 +1,10 @@
 //! The AWS SDK configuration every client shares.
 
 use crate::config::ConfigError;
-use aws_config::SdkConfig;
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{ConfigLoader, Region, SdkConfig};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
@@ -48,7 +49,29 @@ pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
         }
         connector.build()
     });
-    Ok(aws_config::from_env().http_client(http_client).timeout_config(timeouts()).retry_config(retries()).load().await)
+    let loader = aws_config::from_env().http_client(http_client).timeout_config(timeouts()).retry_config(retries());
+    Ok(with_region_and_credentials_from_env(loader, &|name| std::env::var(name).ok()).load().await)
+}
+
+/// Lambda puts the region and the function role's credentials in the
+/// environment, where the SDK's default chains look first. Taking them from
+/// there directly gives the same region and credentials without building the
+/// rest of those chains at every cold start: an STS client for web identity
+/// (parsing its endpoint partitions) and an instance-metadata client, about
+/// 0.5 ms of init (BENCHMARKS.md, section 4). Without these variables the
+/// default chains run as usual.
+fn with_region_and_credentials_from_env(
+    mut loader: ConfigLoader,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> ConfigLoader {
+    let set = |name| lookup(name).filter(|value| !value.is_empty());
+    if let Some(region) = set("AWS_REGION") {
+        loader = loader.region(Region::new(region));
+    }
+    if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    loader
 }
 
 fn tls_context(lookup: &dyn Fn(&str) -> Option<String>) -> Result<TlsContext, ConfigError> {
@@ -93,6 +116,32 @@ mod tests {
             let base64: String = block.split_whitespace().collect();
             let der = base64::engine::general_purpose::STANDARD.decode(base64).expect("base64");
             assert_eq!(der[0], 0x30, "a DER SEQUENCE");
+        }
+    }
+
+    async fn loaded_with(variables: &'static [(&'static str, &'static str)]) -> SdkConfig {
+        let lookup = |name: &str| variables.iter().find(|(n, _)| *n == name).map(|(_, value)| (*value).to_owned());
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).empty_test_environment();
+        with_region_and_credentials_from_env(loader, &lookup).load().await
+    }
+
+    #[tokio::test]
+    async fn region_and_credentials_come_straight_from_lambdas_variables() {
+        let lambda =
+            loaded_with(&[("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")]);
+        let lambda = lambda.await;
+        assert_eq!(lambda.region().map(Region::as_ref), Some("eu-west-1"));
+        let credentials = format!("{:?}", lambda.credentials_provider());
+        assert!(credentials.contains("EnvironmentVariableCredentialsProvider"), "{credentials}");
+    }
+
+    #[tokio::test]
+    async fn without_them_the_default_chains_decide() {
+        for partial in [&[("AWS_REGION", ""), ("AWS_ACCESS_KEY_ID", "a")][..], &[("AWS_SECRET_ACCESS_KEY", "b")]] {
+            let config = loaded_with(partial).await;
+            assert_eq!(config.region(), None);
+            let credentials = format!("{:?}", config.credentials_provider());
+            assert!(credentials.contains("DefaultCredentialsChain"), "{credentials}");
         }
     }
 
