@@ -8,7 +8,7 @@ use nectar_webhooks::core::ingest::Ingest;
 use nectar_webhooks::telemetry;
 use std::sync::Arc;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_lambda();
     let sdk = aws::sdk_config().await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;

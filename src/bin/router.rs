@@ -3,7 +3,7 @@
 use nectar_webhooks::adapters::lambda_router;
 use nectar_webhooks::telemetry;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_lambda();
     lambda_router::run_from_env(|destinations| destinations).await
