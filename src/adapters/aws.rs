@@ -9,6 +9,11 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
+use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
+use aws_smithy_types::config_bag::ConfigBag;
 use std::time::Duration;
 
 /// SDK time limits chosen so a failing or stalled AWS service still leaves
@@ -37,8 +42,8 @@ const AMAZON_TRUST_SERVICES_ROOTS: &str = include_str!("amazon-trust-services-ro
 /// AWS SDKs read them, with the time limits above and an HTTPS client that
 /// trusts Amazon's roots (and the system's with [`TLS_SYSTEM_ROOTS`]).
 pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
-    let tls = tls_context(&|name| std::env::var(name).ok())?;
-    let http_client = Builder::new().build_with_connector_fn(move |settings, components| {
+    let (tls, system_roots) = tls_context(&|name| std::env::var(name).ok())?;
+    let hyper_client = Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default()
             .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
             .tls_context(tls.clone())
@@ -49,6 +54,8 @@ pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
         }
         connector.build()
     });
+    let http_client =
+        SharedHttpClient::new(ConnectOnFirstRequest { client: hyper_client, early_connector: system_roots });
     let loader = aws_config::from_env().http_client(http_client).timeout_config(timeouts()).retry_config(retries());
     Ok(with_region_and_credentials_from_env(loader, &|name| std::env::var(name).ok()).load().await)
 }
@@ -74,7 +81,41 @@ fn with_region_and_credentials_from_env(
     loader
 }
 
-fn tls_context(lookup: &dyn Fn(&str) -> Option<String>) -> Result<TlsContext, ConfigError> {
+/// The SDK's HTTPS client, less the connector it builds and throws away as
+/// each service client is created. Smithy does that so the system's CA
+/// bundle is read at start-up rather than at the first request; with only
+/// the built-in roots it would set up TLS twice per client at cold start
+/// (BENCHMARKS.md, section 4). With [`TLS_SYSTEM_ROOTS`] it still does.
+#[derive(Debug)]
+struct ConnectOnFirstRequest {
+    client: SharedHttpClient,
+    early_connector: bool,
+}
+
+impl HttpClient for ConnectOnFirstRequest {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.client.http_connector(settings, components)
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.early_connector { self.client.validate_base_client_config(components, cfg) } else { Ok(()) }
+    }
+
+    fn validate_final_config(&self, components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
+        self.client.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.client.connector_metadata()
+    }
+}
+
+/// The TLS settings, and whether they include the system's roots.
+fn tls_context(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(TlsContext, bool), ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { variable: TLS_SYSTEM_ROOTS, reason };
     let system_roots = match lookup(TLS_SYSTEM_ROOTS).as_deref().map(str::trim) {
         None | Some("" | "false") => false,
@@ -82,7 +123,8 @@ fn tls_context(lookup: &dyn Fn(&str) -> Option<String>) -> Result<TlsContext, Co
         Some(other) => return Err(invalid(format!("expected true or false, got {other:?}"))),
     };
     let roots = TrustStore::empty().with_native_roots(system_roots).with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS);
-    TlsContext::builder().with_trust_store(roots).build().map_err(|err| invalid(err.to_string()))
+    let context = TlsContext::builder().with_trust_store(roots).build().map_err(|err| invalid(err.to_string()))?;
+    Ok((context, system_roots))
 }
 
 /// The time limits above, for clients configured by hand.
@@ -146,9 +188,29 @@ mod tests {
     }
 
     #[test]
+    fn clients_are_created_without_a_throwaway_tls_connector_unless_system_roots_are_read() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for (early_connector, builds) in [(false, 0), (true, 1)] {
+            let built = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&built);
+            let client = Builder::new().build_with_connector_fn(move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                ConnectorBuilder::default().build_http()
+            });
+            let wrapped = ConnectOnFirstRequest { client, early_connector };
+            let validated =
+                wrapped.validate_base_client_config(&RuntimeComponentsBuilder::new("test"), &ConfigBag::base());
+            assert!(validated.is_ok());
+            assert_eq!(built.load(Ordering::Relaxed), builds, "early_connector: {early_connector}");
+        }
+    }
+
+    #[test]
     fn system_roots_are_opt_in_with_a_clear_message_for_typos() {
         let with = |value: &'static str| tls_context(&move |name| (name == TLS_SYSTEM_ROOTS).then(|| value.to_owned()));
-        assert!(tls_context(&|_| None).is_ok());
+        assert!(!tls_context(&|_| None).expect("valid").1);
+        assert!(with("true").expect("valid").1);
         assert!(with("true").is_ok() && with("false").is_ok());
         let error = with("yes").unwrap_err().to_string();
         assert!(error.contains(TLS_SYSTEM_ROOTS) && error.contains("\"yes\""), "{error}");
