@@ -299,14 +299,18 @@ def section_process(p, arm64):
         "first request needs anyway; then the SDK configuration, the log set-up and the webhook secret's key, "
         "about 0.2 ms, mostly first touches of code pages.",
         "",
-        "Changes made for this goal, each measured with this bench before and after (ratios to hello-world, "
-        "fastest): the AWS clients trust only the five Amazon Trust Services roots that AWS endpoints chain to, "
-        "so no CA bundle is read and parsed (`adapters/aws.rs`; `TLS_SYSTEM_ROOTS=true` restores the system "
-        "bundle): ×2.7 → ×1.8. Region and credentials come straight from the variables Lambda sets, where the "
-        "SDK's default chains look first anyway, so it builds no STS or instance-metadata client for the rest "
-        "of those chains: → about ×1.6. tokio's current-thread scheduler, since a function handles one "
-        "invocation at a time, so no worker threads start: → about ×1.4. No TLS connector built and thrown "
-        "away as each client is created (smithy does that to read the system CA bundle early): → about ×1.3.",
+        "Changes made for this goal, each measured in paired runs of this bench (the binaries before and after "
+        "the change interleaved, 40 cold starts each; `ingest`'s init ÷ hello-world's, fastest, two runs each; "
+        "runs of the same binaries differ by up to 0.2× on this machine, so only the pairs compare): the AWS clients trust only the five Amazon Trust Services "
+        "roots that AWS endpoints chain to, so no CA bundle is read and parsed (`adapters/aws.rs`; "
+        "`TLS_SYSTEM_ROOTS=true` restores the system bundle): ×2.7 → ×1.8, from a full run before and a run of "
+        "this bench alone after. Region and credentials come "
+        "straight from the variables Lambda sets, where the SDK's default chains look first anyway, so it builds "
+        "no STS or instance-metadata client for the rest of those chains (builds with symbols): ×1.86 and ×1.89 → ×1.62 and ×1.59. "
+        "tokio's current-thread scheduler, since a function handles one invocation at a time, so no worker "
+        "threads start: ×1.63 and ×1.65 → ×1.37 and ×1.39. No TLS connector built and thrown away as each "
+        "client is created (smithy does that to read the system CA bundle early): ×1.46 and ×1.49 → ×1.37 and "
+        "×1.31.",
         "",
         "Not done: linking a position-dependent (non-PIE) executable would remove the relocations, but it gives "
         "up address-space layout randomisation of the program's code, a trade not made for half a millisecond "
@@ -411,10 +415,11 @@ def section_cost(ingest_us, memory):
         "",
         f"Billed duration: the mean ingest invocation through the emulator (section 5's 10,000) is "
         f"{ingest_us:,.0f} µs here, wall-clock, including SigV4 signing and the SendMessage round trip to a "
-        f"loopback stub, on a machine shared with other builds (so pessimistic). At 128 MB Lambda gives "
-        f"{CPU_SHARE * 100:.1f}% of a vCPU, so that work takes about {cpu_ms:.1f} ms there; billed in whole "
-        f"milliseconds: **{billed} ms**. SQS's own latency (in-region, a few ms) overlaps it only partly and "
-        "cannot be measured offline; the 1 ms row shows the minimum.",
+        f"loopback stub. At 128 MB Lambda gives {CPU_SHARE * 100:.1f}% of a vCPU; counting all of that time as "
+        f"CPU work, it takes about {cpu_ms:.1f} ms there; billed in whole milliseconds: **{billed} ms**. In AWS, "
+        "SendMessage's own latency (a few milliseconds in-region, which cannot be measured offline) adds to the "
+        "billed time, while the stub's share of the time here would not be CPU work; the 1 ms row shows the "
+        "least any invocation bills.",
         "",
         "| per million webhooks | entry | Lambda requests | Lambda duration, 128 MB | SQS | logs | total | "
         "÷ floor |",
