@@ -42,7 +42,8 @@ const AMAZON_TRUST_SERVICES_ROOTS: &str = include_str!("amazon-trust-services-ro
 /// AWS SDKs read them, with the time limits above and an HTTPS client that
 /// trusts Amazon's roots (and the system's with [`TLS_SYSTEM_ROOTS`]).
 pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
-    let (tls, system_roots) = tls_context(&|name| std::env::var(name).ok())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let (tls, system_roots) = tls_context(&env)?;
     let hyper_client = Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default()
             .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
@@ -57,7 +58,7 @@ pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
     let http_client =
         SharedHttpClient::new(ConnectOnFirstRequest { client: hyper_client, early_connector: system_roots });
     let loader = aws_config::from_env().http_client(http_client).timeout_config(timeouts()).retry_config(retries());
-    Ok(with_region_and_credentials_from_env(loader, &|name| std::env::var(name).ok()).load().await)
+    Ok(with_region_and_credentials_from_env(loader, &env).load().await)
 }
 
 /// Lambda puts the region and the function role's credentials in the
@@ -169,9 +170,8 @@ mod tests {
 
     #[tokio::test]
     async fn region_and_credentials_come_straight_from_lambdas_variables() {
-        let lambda =
-            loaded_with(&[("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")]);
-        let lambda = lambda.await;
+        let variables = &[("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        let lambda = loaded_with(variables).await;
         assert_eq!(lambda.region().map(Region::as_ref), Some("eu-west-1"));
         let credentials = format!("{:?}", lambda.credentials_provider());
         assert!(credentials.contains("EnvironmentVariableCredentialsProvider"), "{credentials}");

@@ -8,6 +8,7 @@ use nectar_webhooks::core::ingest::Ingest;
 use nectar_webhooks::telemetry;
 use std::sync::Arc;
 
+// One invocation at a time: no worker threads to start at every cold start.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_lambda();

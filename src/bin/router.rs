@@ -3,6 +3,7 @@
 use nectar_webhooks::adapters::lambda_router;
 use nectar_webhooks::telemetry;
 
+// One invocation at a time: no worker threads to start at every cold start.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_lambda();
