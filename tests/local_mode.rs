@@ -241,13 +241,8 @@ async fn the_command_line_tool_serves_and_sends() {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1");
     });
-    let cli = env!("CARGO_BIN_EXE_nectar-webhooks");
     let payload = project_dir().join("events/payloads/document.updated.v2.json");
-    let sent = Command::new(cli)
-        .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET])
-        .args([&payload, &large])
-        .output()
-        .unwrap();
+    let sent = send_cli(port, |send| send.args([&payload, &large]));
     let lines = wait_for_lines(&out, 2).await;
     server.kill().unwrap();
     server.wait().unwrap();
@@ -281,13 +276,7 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
             .env_remove("QUEUE_URL")
             .env_remove("MAX_BODY_BYTES");
     });
-    let cli = env!("CARGO_BIN_EXE_nectar-webhooks");
-    let sent = Command::new(cli)
-        .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET])
-        .args(["--id", "msg_cli_large"])
-        .arg(&payload)
-        .output()
-        .unwrap();
+    let sent = send_cli(port, |send| send.args(["--id", "msg_cli_large"]).arg(&payload));
     let lines = wait_for_lines(&out, 1).await;
     server.kill().unwrap();
     server.wait().unwrap();
@@ -297,6 +286,14 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
     assert!(dir.join("payloads/nectar/msg_cli_large.payload").exists(), "it went by the directory");
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_file(payload).unwrap();
+}
+
+/// Runs `nectar-webhooks send` to the server on `port`, signing with the
+/// sample secret, with what `configure` adds (the files, options).
+fn send_cli(port: u16, configure: impl FnOnce(&mut Command) -> &mut Command) -> std::process::Output {
+    let mut send = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
+    send.args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET]);
+    configure(&mut send).output().unwrap()
 }
 
 /// Starts `nectar-webhooks serve` on a free port with the sample secret and

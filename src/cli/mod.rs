@@ -115,7 +115,7 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
         None => config::routes_from_env(),
     }
     .map_err(|e| e.to_string())?;
-    let queue_url = std::env::var(config::QUEUE_URL).ok().filter(|u| !u.is_empty());
+    let queue_url = env(config::QUEUE_URL).filter(|u| !u.is_empty());
     let config = LocalConfig { ingest, routes, queue_url };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
     let sdk = if config.needs_sqs() || needs_eventbridge {

@@ -64,8 +64,7 @@ impl LocalConfig {
 }
 
 /// [`run_with_payloads`] with large payloads in a [`PayloadDir`] at the
-/// default place ([`config::DEFAULT_LOCAL_PAYLOAD_DIR`] in the system's
-/// temporary directory).
+/// default place ([`config::local_payload_dir`] with nothing set).
 ///
 /// [`PayloadDir`]: payload_dir::PayloadDir
 pub async fn run(
@@ -75,7 +74,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let path = std::env::temp_dir().join(config::DEFAULT_LOCAL_PAYLOAD_DIR);
+    let path = config::local_payload_dir(|_| None);
     let payloads = payload_dir::PayloadDir::open(&path, config.payload_ttl()).map_err(std::io::Error::other)?;
     run_with_payloads(config, sqs_client, destinations, Arc::new(payloads), listener, shutdown).await
 }
