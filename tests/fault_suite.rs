@@ -16,7 +16,6 @@ use nectar_webhooks::core::dedup::InMemorySeen;
 use nectar_webhooks::core::envelope::ATTR_ID;
 use nectar_webhooks::core::router::Router;
 use nectar_webhooks::core::routing::RouteTable;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,8 +87,7 @@ fn payload(n: usize) -> Vec<u8> {
 /// Delivered ids with how often each arrived, from a `file:` destination.
 fn delivered_counts(path: &Path, bodies: &HashMap<String, Vec<u8>>) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        let line: Value = serde_json::from_str(line).unwrap();
+    for line in json_lines(path) {
         let id = line["id"].as_str().unwrap().to_owned();
         assert_eq!(line["body"].as_str().unwrap().as_bytes(), bodies[&id], "{id} arrived byte for byte");
         *counts.entry(id).or_insert(0) += 1;

@@ -50,11 +50,7 @@ fn line_for<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 async fn wait_for_lines(path: &Path, expected: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let lines: Vec<Value> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
+        let lines = json_lines(path);
         if lines.len() >= expected || Instant::now() > deadline {
             return lines;
         }

@@ -21,7 +21,6 @@ use nectar_webhooks::core::handlers::{Handler, HandlerFuture};
 use nectar_webhooks::core::router::{Delivery, Router};
 use nectar_webhooks::core::routing::RouteTable;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use support::*;
 
@@ -54,10 +53,6 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
 
 fn payload(name: &str) -> Vec<u8> {
     std::fs::read(project_dir().join("events/payloads").join(name)).unwrap()
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn temp_file(name: &str) -> std::path::PathBuf {
@@ -93,7 +88,7 @@ async fn every_sample_payload_reaches_the_destination_of_its_type_byte_for_byte(
         let route = attribute(message, ATTR_ROUTE).unwrap();
         assert!(event_type.starts_with(route.trim_end_matches('*')), "{event_type} via {route}");
     }
-    let unknown = lines(&others);
+    let unknown = json_lines(&others);
     assert_eq!(unknown.len(), names.len() - typed, "the payloads without a readable type");
     for line in unknown {
         assert_eq!(line["eventType"], "unknown");
@@ -126,7 +121,7 @@ async fn fan_out_and_filters_pick_destinations_by_payload() {
     };
     assert_eq!(ids(drain(&client, &flagged, 1).await), ["msg_flagged"]);
     assert_eq!(ids(drain(&client, &all_documents, 2).await), ["msg_flagged", "msg_plain"]);
-    let company_lines = lines(&company);
+    let company_lines = json_lines(&company);
     assert_eq!(company_lines.len(), 1);
     assert_eq!(company_lines[0]["route"], "document.*[company=c-42]");
 }
@@ -237,7 +232,7 @@ async fn with_dynamodb_the_same_webhook_reaches_each_destination_once_across_con
     assert!(failed_ids(&container_b.handle(batch(vec![record("msg_twice", &body)])).await).is_empty());
     assert!(failed_ids(&container_a.handle(batch(vec![record("msg_twice", &body)])).await).is_empty());
     assert_eq!(drain(&sqs, &queue, 1).await.len(), 1);
-    assert_eq!(lines(&file).len(), 1);
+    assert_eq!(json_lines(&file).len(), 1);
 }
 
 #[tokio::test]

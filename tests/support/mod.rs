@@ -204,6 +204,23 @@ pub async fn drain(client: &Client, queue_url: &str, expected: usize) -> Vec<aws
     messages
 }
 
+/// The complete JSON lines of a `file:` destination (none if it does not
+/// exist yet). The router may be half-way through appending a line, large
+/// ones in several writes, so a last line without its newline is not read:
+/// it is still being written.
+pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(&[][..], |end| &text[..=end]);
+    complete
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            serde_json::from_slice(line)
+                .unwrap_or_else(|err| panic!("{}: a complete line is not JSON: {err}", path.display()))
+        })
+        .collect()
+}
+
 /// The string value of a message attribute.
 pub fn attribute<'m>(message: &'m aws_sdk_sqs::types::Message, name: &str) -> Option<&'m str> {
     message.message_attributes()?.get(name)?.string_value()
