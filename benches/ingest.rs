@@ -22,7 +22,7 @@ use nectar_webhooks::config::IngestConfig;
 use nectar_webhooks::core::clock::FixedClock;
 use nectar_webhooks::core::envelope::QueueMessage;
 use nectar_webhooks::core::ingest::{IncomingRequest, Ingest, Limits};
-use nectar_webhooks::core::queue::{Queue, QueueError};
+use nectar_webhooks::core::queue::{Queue, QueueError, Webhook};
 use nectar_webhooks::core::verification::svix::{
     DEFAULT_TOLERANCE_SECS, SignedHeaders, SigningSecrets, SvixVerifier, sign,
 };
@@ -41,7 +41,7 @@ const BODY_BYTES: usize = 10 * 1024;
 struct MemoryQueue(Arc<AtomicUsize>);
 
 impl Queue for MemoryQueue {
-    async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
+    async fn enqueue(&self, message: QueueMessage, _: Webhook<'_>) -> Result<(), QueueError> {
         self.0.store(message.size(), Ordering::Relaxed);
         Ok(())
     }
@@ -90,10 +90,15 @@ fn main() {
             "verify_only".into(),
             Box::new(|| assert!(verifier.verify(black_box(&signed_headers), black_box(&body), NOW).is_ok())),
         ),
-        ("core_handle".into(), Box::new(|| assert!(runtime.block_on(ingest.handle(black_box(request))).is_ok()))),
+        (
+            "core_handle".into(),
+            Box::new(|| assert!(runtime.block_on(ingest.handle(black_box(request), std::future::pending())).is_ok())),
+        ),
         (
             "core_respond".into(),
-            Box::new(|| assert_eq!(runtime.block_on(ingest.respond(black_box(request))).status(), 202)),
+            Box::new(|| {
+                assert_eq!(runtime.block_on(ingest.respond(black_box(request), std::future::pending())).status(), 202)
+            }),
         ),
         (
             "event_skipped_by_serde_json".into(),

@@ -24,7 +24,7 @@ pub const QUEUE_URL: &str = "QUEUE_URL";
 pub const ROUTES: &str = "ROUTES";
 /// Largest accepted body, in bytes.
 pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
-/// Largest queue message, in bytes (SQS: 262144 by default, up to 1048576).
+/// Largest queue message, in bytes (SQS's limit, 1048576, by default).
 pub const MAX_QUEUE_MESSAGE_BYTES: &str = "MAX_QUEUE_MESSAGE_BYTES";
 /// Timestamp tolerance in seconds; above 300 only for local invocation.
 pub const WEBHOOK_TOLERANCE_SECS: &str = "WEBHOOK_TOLERANCE_SECS";
@@ -39,9 +39,21 @@ pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
 pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
 /// The S3 bucket for payloads too large for a queue message (claim checks).
 pub const CLAIM_CHECK_BUCKET: &str = "CLAIM_CHECK_BUCKET";
-/// The default largest body with a claim-check bucket: what a synchronous
-/// Lambda invocation can carry at all.
-pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+/// What a synchronous Lambda invocation carries at most: the whole event,
+/// in which the body is JSON-escaped (or base64-encoded), not the body alone.
+pub const LAMBDA_EVENT_LIMIT: usize = 6_291_456;
+/// Room in the event for everything but the body: the headers (twice in a
+/// REST API event, as `headers` and `multiValueHeaders`) and the request
+/// context.
+pub const LAMBDA_EVENT_OVERHEAD: usize = 64 * 1024;
+/// The default largest body with somewhere to put large payloads: the
+/// largest any JSON body can be and still reach ingest through every entry
+/// point. API Gateway and function URLs put a JSON body into the event as a
+/// JSON string, which escapes each `"` and `\` as two bytes, so a body can
+/// double in size (a binary body, base64-encoded, grows by 4/3). Bodies
+/// above this get ingest's 413; those whose event is over
+/// [`LAMBDA_EVENT_LIMIT`] never reach it and get AWS's own error.
+pub const LAMBDA_BODY_LIMIT: usize = (LAMBDA_EVENT_LIMIT - LAMBDA_EVENT_OVERHEAD) / 2;
 /// Local mode: the directory for payloads too large for a queue message when
 /// they do not go to S3 (see `adapters::local::payload_dir`).
 pub const LOCAL_PAYLOAD_DIR: &str = "LOCAL_PAYLOAD_DIR";
@@ -83,7 +95,7 @@ impl IngestConfig {
     }
 
     /// Local mode's ingest: as [`Self::from_lookup`], but bodies up to
-    /// [`LAMBDA_PAYLOAD_LIMIT`] by default, bucket or not. Local mode always
+    /// [`LAMBDA_BODY_LIMIT`] by default, bucket or not. Local mode always
     /// has somewhere to put large payloads (S3, or a local directory), so by
     /// default it accepts what the deployed stack accepts.
     pub fn for_local_mode(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -108,7 +120,7 @@ impl IngestConfig {
         let claim_check_bucket = lookup(CLAIM_CHECK_BUCKET).filter(|b| !b.trim().is_empty());
         let defaults = Limits::default();
         let default_body = if payload_store_always || claim_check_bucket.is_some() {
-            LAMBDA_PAYLOAD_LIMIT
+            LAMBDA_BODY_LIMIT
         } else {
             defaults.max_body_bytes
         };
@@ -248,7 +260,7 @@ mod tests {
     fn local_mode_takes_what_a_lambda_can_carry_and_keeps_large_payloads_in_a_directory() {
         let vars: HashMap<&str, &str> = [(WEBHOOK_SECRET, SECRET)].into();
         let local = IngestConfig::for_local_mode(|name| vars.get(name).map(|v| v.to_string())).unwrap();
-        assert_eq!(local.limits.max_body_bytes, LAMBDA_PAYLOAD_LIMIT);
+        assert_eq!(local.limits.max_body_bytes, LAMBDA_BODY_LIMIT);
         assert_eq!(local.limits.max_queue_message_bytes, Limits::default().max_queue_message_bytes);
         let lookup = |name: &str| {
             (name == MAX_BODY_BYTES).then(|| "1024".to_owned()).or_else(|| vars.get(name).map(|v| v.to_string()))

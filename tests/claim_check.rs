@@ -10,7 +10,7 @@ use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::lambda_router::SqsBatchHandler;
 use nectar_webhooks::adapters::payloads::{S3PayloadStore, read_envelope};
 use nectar_webhooks::adapters::sqs::SqsQueue;
-use nectar_webhooks::config::IngestConfig;
+use nectar_webhooks::config::{IngestConfig, LAMBDA_BODY_LIMIT};
 use nectar_webhooks::core::claim_check::PayloadStore;
 use nectar_webhooks::core::clock::FixedClock;
 use nectar_webhooks::core::dedup::InMemorySeen;
@@ -50,12 +50,12 @@ async fn a_payload_over_the_queue_limit_goes_by_s3_and_arrives_whole() {
         _ => None,
     })
     .unwrap();
-    assert_eq!(config.limits.max_body_bytes, 6 * 1024 * 1024, "with a bucket, the limit is Lambda's");
+    assert_eq!(config.limits.max_body_bytes, LAMBDA_BODY_LIMIT, "with a bucket, the limit is Lambda's");
     let ingest =
         Ingest::new(config.sources(), SqsQueue::new(sqs.clone(), &queue), config.limits, Arc::new(FixedClock(NOW)))
             .with_payload_store(Arc::clone(&store));
 
-    let body = large_document(1024 * 1024);
+    let body = large_document(2 * 1024 * 1024);
     let mut headers = http::HeaderMap::new();
     for (name, value) in svix_headers(SAMPLE_SECRET, "msg_large", NOW, &body) {
         headers.insert(name, value.parse().unwrap());
@@ -67,10 +67,12 @@ async fn a_payload_over_the_queue_limit_goes_by_s3_and_arrives_whole() {
         body: &body,
         body_undecodable: false,
     };
-    assert_eq!(ingest.respond(request).await.status(), 202);
-    let too_big = vec![b' '; 6 * 1024 * 1024 + 1];
+    assert_eq!(ingest.respond(request, std::future::pending()).await.status(), 202);
+    let too_big = vec![b' '; LAMBDA_BODY_LIMIT + 1];
     let request = IncomingRequest { body: &too_big, ..request };
-    assert_eq!(ingest.respond(request).await.status(), 413);
+    let refused = ingest.respond(request, std::future::pending()).await;
+    assert_eq!(refused.status(), 413);
+    assert_eq!(refused.headers()["webhook-delivery"], "abort-message", "Svix stops retrying what can never fit");
 
     let queued = drain(&sqs, &queue, 1).await;
     assert_eq!(queued.len(), 1);

@@ -7,7 +7,7 @@
 
 mod support;
 
-use nectar_webhooks::config::LAMBDA_PAYLOAD_LIMIT;
+use nectar_webhooks::config::LAMBDA_BODY_LIMIT;
 use serde_json::Value;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -203,7 +203,7 @@ fn every_hostile_request_gets_its_status_and_nothing_sensitive_is_logged() {
         ("PATCH", Request { method: "PATCH", ..Request::post(body("patch")) }, 405),
         ("OPTIONS", Request { method: "OPTIONS", ..Request::post(Vec::new()) }, 405),
         // Local mode, like the Lambda, takes what a Lambda invocation can carry.
-        ("body over the limit", Request::signed("msg_big", now, vec![b'a'; LAMBDA_PAYLOAD_LIMIT + 1]), 413),
+        ("body over the limit", Request::signed("msg_big", now, vec![b'a'; LAMBDA_BODY_LIMIT + 1]), 413),
     ];
 
     let mut wrong = Vec::new();

@@ -294,3 +294,154 @@ async fn the_signing_secret_is_read_from_secrets_manager_and_errors_never_show_i
     assert!(message.starts_with("WEBHOOK_SECRET_ARN: cannot read the secret"), "{message}");
     assert!(!message.contains(SAMPLE_SECRET));
 }
+
+/// A Lambda context whose invocation ends `left` from now, as the runtime
+/// gives one.
+fn context_ending_in(left: std::time::Duration) -> Context {
+    let mut context = Context::default();
+    let deadline = std::time::SystemTime::now() + left;
+    context.deadline = deadline.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    context
+}
+
+/// S3 stalls while a large payload is claim-checked, on a client with no
+/// time limit of its own: ingest still answers 503 before the invocation's
+/// deadline (less its margin), which is what keeps it from a Lambda timeout
+/// however long the SDK's own budgets are.
+#[tokio::test]
+async fn a_stalled_payload_store_is_a_503_before_the_invocations_deadline() {
+    use nectar_webhooks::adapters::payloads::S3PayloadStore;
+    let proxy = FaultyProxy::start(moto_endpoint()).await;
+    let s3 = s3_client_for(&proxy.url());
+    let bucket = unique_name("stalled-claims");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    proxy.set(Fault::Stall);
+    let (client, url) = fresh_queue().await;
+    let ingest = Arc::new(
+        Ingest::new(
+            IngestConfig::from_lookup(|name| (name == "WEBHOOK_SECRET").then(|| SAMPLE_SECRET.to_owned()))
+                .unwrap()
+                .sources(),
+            SqsQueue::new(client.clone(), &url),
+            Limits { max_body_bytes: 8192, max_queue_message_bytes: 1024 },
+            Arc::new(FixedClock(NOW)),
+        )
+        .with_payload_store(Arc::new(S3PayloadStore::new(s3, &bucket))),
+    );
+    let body = format!(r#"{{"eventType":"document.created.v2","pad":"{}"}}"#, "x".repeat(4000)).into_bytes();
+    let sig = signature("msg_s3_stall", NOW, &body);
+    let request: LambdaRequest = serde_json::from_value(signed("msg_s3_stall", &sig, &body).http_v2(true)).unwrap();
+    let lambda_timeout = std::time::Duration::from_secs(3);
+    let mut service = lambda_ingest::service(Arc::clone(&ingest));
+    let invocation = service.ready().await.unwrap().call(LambdaEvent::new(request, context_ending_in(lambda_timeout)));
+    let response = tokio::time::timeout(lambda_timeout, invocation)
+        .await
+        .expect("answered before the Lambda deadline, not timed out")
+        .unwrap();
+    let response = serde_json::to_value(response).unwrap();
+    assert_eq!(response["statusCode"], 503, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "payload_store_unavailable");
+    assert!(drain(&client, &url, 0).await.is_empty(), "nothing was queued without its payload");
+}
+
+/// The default body limit is what the largest event can carry: a body of
+/// that many bytes in which every byte needs escaping (a JSON string of
+/// backslashes), with API Gateway's largest headers (10 KiB of values), still
+/// makes an event within Lambda's 6,291,456 bytes through every entry point;
+/// base64 (binary media) grows it less. Past the overhead it would not fit.
+#[test]
+fn the_default_body_limit_fits_a_lambda_event_through_every_entry_point() {
+    use nectar_webhooks::config::{LAMBDA_BODY_LIMIT, LAMBDA_EVENT_LIMIT, LAMBDA_EVENT_OVERHEAD};
+    let worst = |size: usize| {
+        let mut body = vec![b'\\'; size];
+        (body[0], body[size - 1]) = (b'"', b'"');
+        body
+    };
+    let event_size = |body: &[u8], base64_body: bool, shape: &str| {
+        let s = Signed { base64_body, ..signed("msg_largest_possible", "v1,c2lnbmF0dXJl", body) };
+        let mut event = match shape {
+            "http api" => s.http_v2(false),
+            "function url" => s.http_v2(true),
+            _ => s.rest_v1(),
+        };
+        for name in ["headers", "multiValueHeaders"] {
+            if let Some(headers) = event.get_mut(name).and_then(Value::as_object_mut) {
+                let padding = "h".repeat(10 * 1024);
+                let value = if name == "headers" { Value::from(padding) } else { Value::from(vec![padding]) };
+                headers.insert("x-padding".into(), value);
+            }
+        }
+        serde_json::to_vec(&event).unwrap().len()
+    };
+    let largest = worst(LAMBDA_BODY_LIMIT);
+    let too_large = worst(LAMBDA_BODY_LIMIT + LAMBDA_EVENT_OVERHEAD / 2 + 1);
+    for shape in ["http api", "function url", "rest api"] {
+        for base64_body in [false, true] {
+            let size = event_size(&largest, base64_body, shape);
+            assert!(size <= LAMBDA_EVENT_LIMIT, "{shape}, base64 {base64_body}: an event of {size} bytes");
+        }
+        let size = event_size(&too_large, false, shape);
+        assert!(size > LAMBDA_EVENT_LIMIT, "{shape}: the limit could be higher ({size} bytes)");
+    }
+}
+
+/// A FIFO ingest queue keeps one resource's events in order: each message is
+/// grouped by the payload's `id` (the document or connection) and
+/// de-duplicated by webhook id, so a Svix retry within SQS's 5 minutes is
+/// dropped by the queue itself.
+#[tokio::test]
+async fn a_fifo_ingest_queue_groups_by_resource_and_deduplicates_by_webhook() {
+    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+    let client = sqs_client();
+    let name = format!("{}.fifo", unique_name("ingest"));
+    let url = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let ingest = ingest_for(client.clone(), &url, Limits::default());
+    let sent = [("msg_f1", "doc-a", 1), ("msg_f2", "doc-b", 1), ("msg_f3", "doc-a", 2), ("msg_f1", "doc-a", 1)];
+    for (id, document, n) in sent {
+        let body = format!(r#"{{"eventType":"document.updated.v2","id":"{document}","n":{n}}}"#);
+        let sig = signature(id, NOW, body.as_bytes());
+        assert_eq!(invoke(&ingest, signed(id, &sig, body.as_bytes()).http_v2(false)).await.0, 202);
+    }
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let output = client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        for message in output.messages() {
+            let system = message.attributes().unwrap();
+            let group = system[&MessageSystemAttributeName::MessageGroupId].clone();
+            let dedup = system[&MessageSystemAttributeName::MessageDeduplicationId].clone();
+            received.push((attribute(message, ATTR_ID).unwrap().to_owned(), group, dedup));
+            client
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        if received.len() >= 3 {
+            break;
+        }
+    }
+    let of =
+        |group: &str| received.iter().filter(|(_, g, _)| g == group).map(|(id, _, _)| id.as_str()).collect::<Vec<_>>();
+    assert_eq!(of("doc-a"), ["msg_f1", "msg_f3"], "in order, the retry of msg_f1 dropped: {received:?}");
+    assert_eq!(of("doc-b"), ["msg_f2"]);
+    assert!(received.iter().all(|(id, _, dedup)| id == dedup));
+}

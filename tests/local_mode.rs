@@ -10,7 +10,7 @@ use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::local::payload_dir::PayloadDir;
 use nectar_webhooks::adapters::local::{self, LocalConfig};
 use nectar_webhooks::adapters::payloads::read_envelope;
-use nectar_webhooks::config::{IngestConfig, LAMBDA_PAYLOAD_LIMIT};
+use nectar_webhooks::config::{IngestConfig, LAMBDA_BODY_LIMIT};
 use nectar_webhooks::core::claim_check::PayloadStore;
 use nectar_webhooks::core::envelope::ATTR_CLAIM_CHECK;
 use nectar_webhooks::core::routing::RouteTable;
@@ -167,23 +167,23 @@ async fn large_payloads_go_by_a_local_directory_and_arrive_whole() {
     let out = out_file("large");
     let store = payload_dir("large-payloads");
     let url = start_with(&format!("*=file:{}", out.display()), None, &[], Some(store.clone())).await;
-    let mib = large_document(1024 * 1024);
-    let five_mb = large_document(5_000_000);
-    assert_eq!(post(&url, "msg_large_1mib", &mib).await.0, 202);
-    assert_eq!(post(&url, "msg_large_5mb", &five_mb).await.0, 202);
-    let (status, refusal) = post(&url, "msg_too_large", &vec![b' '; LAMBDA_PAYLOAD_LIMIT + 1]).await;
+    let two_mib = large_document(2 * 1024 * 1024);
+    let largest = large_document(LAMBDA_BODY_LIMIT - 100);
+    assert_eq!(post(&url, "msg_large_2mib", &two_mib).await.0, 202);
+    assert_eq!(post(&url, "msg_largest", &largest).await.0, 202);
+    let (status, refusal) = post(&url, "msg_too_large", &vec![b' '; LAMBDA_BODY_LIMIT + 1]).await;
     assert_eq!(status, 413);
     assert_eq!(refusal["error"], "body_too_large");
-    assert_eq!(refusal["message"], format!("body is over the {LAMBDA_PAYLOAD_LIMIT}-byte limit"));
+    assert_eq!(refusal["message"], format!("body is over the {LAMBDA_BODY_LIMIT}-byte limit"));
 
     let lines = wait_for_lines(&out, 2).await;
     assert_eq!(lines.len(), 2, "nothing refused was delivered");
-    assert_eq!(line_for(&lines, "msg_large_1mib")["body"].as_str().unwrap().as_bytes(), mib);
-    assert_eq!(line_for(&lines, "msg_large_5mb")["body"].as_str().unwrap().as_bytes(), five_mb);
-    assert_eq!(line_for(&lines, "msg_large_5mb")["eventType"], "document.created.v2");
+    assert_eq!(line_for(&lines, "msg_large_2mib")["body"].as_str().unwrap().as_bytes(), two_mib);
+    assert_eq!(line_for(&lines, "msg_largest")["body"].as_str().unwrap().as_bytes(), largest);
+    assert_eq!(line_for(&lines, "msg_largest")["eventType"], "document.created.v2");
     let stored = |id: &str| std::fs::read(store.path().join(format!("payloads/nectar/{id}.payload"))).ok();
-    assert_eq!(stored("msg_large_1mib"), Some(mib), "the queue carried a reference, not the body");
-    assert_eq!(stored("msg_large_5mb"), Some(five_mb));
+    assert_eq!(stored("msg_large_2mib"), Some(two_mib), "the queue carried a reference, not the body");
+    assert_eq!(stored("msg_largest"), Some(largest));
     assert_eq!(stored("msg_too_large"), None);
     std::fs::remove_dir_all(store.path()).unwrap();
 }
@@ -199,7 +199,7 @@ async fn with_a_queue_url_and_no_bucket_large_payloads_go_by_the_directory_to_ev
     let store = payload_dir("large-via-sqs");
     let routes = format!("*=file:{},{destination}", out.display());
     let url = start_with(&routes, Some(queue), &[], Some(store.clone())).await;
-    let body = large_document(1024 * 1024);
+    let body = large_document(2 * 1024 * 1024);
     assert_eq!(post(&url, "msg_dir_large", &body).await.0, 202);
     let lines = wait_for_lines(&out, 1).await;
     assert_eq!(line_for(&lines, "msg_dir_large")["body"].as_str().unwrap().as_bytes(), body);
@@ -226,7 +226,7 @@ async fn the_command_line_tool_serves_and_sends() {
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let out = out_file("cli");
     let large = std::env::temp_dir().join(unique_name("cli-s3-large")).with_extension("json");
-    std::fs::write(&large, large_document(1024 * 1024)).unwrap();
+    std::fs::write(&large, large_document(2 * 1024 * 1024)).unwrap();
     let (mut server, port) = serve_cli(|serve| {
         serve
             .env("ROUTES", format!("document.*=file:{};*=drop", out.display()))
@@ -264,7 +264,7 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
     let out = out_file("cli-large");
     let dir = std::env::temp_dir().join(unique_name("cli-payloads"));
     let payload = std::env::temp_dir().join(unique_name("cli-large")).with_extension("json");
-    std::fs::write(&payload, large_document(1024 * 1024)).unwrap();
+    std::fs::write(&payload, large_document(2 * 1024 * 1024)).unwrap();
     let (mut server, port) = serve_cli(|serve| {
         serve
             .env("ROUTES", format!("*=file:{}", out.display()))

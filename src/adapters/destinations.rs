@@ -101,10 +101,7 @@ impl Destinations {
         let mut message = delivery.envelope.to_queue_message();
         message.attributes.push((ATTR_EVENT_TYPE, delivery.event_type.to_owned()));
         message.attributes.push((ATTR_ROUTE, delivery.route.to_owned()));
-        let fifo_ids = fifo.then(|| {
-            let group = delivery.resource_id.unwrap_or(&delivery.envelope.id);
-            (group.to_owned(), delivery.envelope.id.clone())
-        });
+        let fifo_ids = fifo.then(|| sqs::fifo_ids(delivery.resource_id, &delivery.envelope.id));
         let (store, limit) = match &self.payload_store {
             Some((store, limit)) => (Some(store.as_ref()), *limit),
             None => (None, usize::MAX),

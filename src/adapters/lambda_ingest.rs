@@ -8,7 +8,7 @@ use crate::core::queue::Queue;
 use base64::Engine as _;
 pub use http_event::HttpEvent;
 use lambda_http::request::LambdaRequest;
-use lambda_http::{Adapter, Body, IntoResponse, Request, Service};
+use lambda_http::{Adapter, Body, IntoResponse, Request, RequestExt as _, Service};
 use lambda_runtime::LambdaEvent;
 use lambda_runtime::tower::ServiceExt as _;
 use std::convert::Infallible;
@@ -16,23 +16,48 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Set by [`Base64Guard`] on requests whose base64 body did not decode.
 /// Any copy sent by a client is removed first.
 const UNDECODABLE_BODY_MARKER: &str = "x-nectar-webhooks-undecodable-body";
 
-/// Answers one HTTP request with the shared ingest logic.
+/// How long before the invocation's deadline ingest gives up on AWS and
+/// answers 503 itself: time to log, answer and return to the runtime, so the
+/// sender gets our answer (and retries) rather than a Lambda timeout.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// Answers one HTTP request with the shared ingest logic, before the Lambda
+/// invocation's deadline less [`ANSWER_MARGIN`].
 pub async fn respond<Q: Queue>(ingest: &Ingest<Q>, request: Request) -> http::Response<String> {
     let body: &[u8] = request.body().as_ref();
+    let deadline = answer_deadline(request.lambda_context_ref().map(|context| context.deadline));
     ingest
-        .respond(IncomingRequest {
-            method: request.method(),
-            path: request.uri().path(),
-            headers: request.headers(),
-            body,
-            body_undecodable: request.headers().contains_key(UNDECODABLE_BODY_MARKER),
-        })
+        .respond(
+            IncomingRequest {
+                method: request.method(),
+                path: request.uri().path(),
+                headers: request.headers(),
+                body,
+                body_undecodable: request.headers().contains_key(UNDECODABLE_BODY_MARKER),
+            },
+            deadline,
+        )
         .await
+}
+
+/// Resolves [`ANSWER_MARGIN`] before `deadline_ms` (the runtime's deadline,
+/// Unix milliseconds); never, without one (0 is what an event built by hand
+/// carries).
+async fn answer_deadline(deadline_ms: Option<u64>) {
+    match deadline_ms.filter(|&ms| ms > 0) {
+        Some(ms) => {
+            let deadline = UNIX_EPOCH + Duration::from_millis(ms);
+            let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left.saturating_sub(ANSWER_MARGIN)).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The whole Lambda handler as a service over raw Lambda events, so tests

@@ -3,7 +3,8 @@
 use crate::adapters::payloads;
 use crate::core::claim_check::PayloadStore;
 use crate::core::envelope::{DecodeError, Envelope, QueueMessage};
-use crate::core::queue::{Queue, QueueError};
+use crate::core::events::probe;
+use crate::core::queue::{Queue, QueueError, Webhook};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use std::collections::HashMap;
@@ -22,9 +23,31 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
-    async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
-        send(&self.client, &self.url, message, None).await.map_err(QueueError)
+    /// On a FIFO queue (a URL ending in `.fifo`), each message is grouped by
+    /// the resource its payload is about, so the router sees one document's
+    /// or connection's events in order, and de-duplicated by webhook id.
+    async fn enqueue(&self, message: QueueMessage, webhook: Webhook<'_>) -> Result<(), QueueError> {
+        let fifo = is_fifo(&self.url).then(|| {
+            let resource = probe(webhook.source, webhook.body).resource_id;
+            fifo_ids(resource.as_deref(), webhook.id)
+        });
+        send(&self.client, &self.url, message, fifo).await.map_err(QueueError)
     }
+}
+
+/// Whether a queue URL names a FIFO queue (SQS requires the suffix).
+pub fn is_fifo(queue_url: &str) -> bool {
+    queue_url.ends_with(".fifo")
+}
+
+/// A FIFO message's group id (the resource, else the webhook) and
+/// deduplication id (the webhook). SQS takes up to 128 visible ASCII
+/// characters for either; a resource id that is not such is not a usable
+/// group, so that webhook is grouped alone rather than refused.
+pub fn fifo_ids(resource: Option<&str>, webhook_id: &str) -> (String, String) {
+    let usable = |id: &&str| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic());
+    let group = resource.filter(usable).unwrap_or(webhook_id);
+    (group.to_owned(), webhook_id.to_owned())
 }
 
 /// Sends one message; the error says why SQS did not take it. `fifo` gives
@@ -74,4 +97,21 @@ pub async fn envelope_from_sdk(
         attributes.and_then(|map| map.get(name)).and_then(|value| value.string_value())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_groups_by_a_usable_resource_id_else_by_webhook() {
+        let long = "x".repeat(129);
+        assert_eq!(fifo_ids(Some("doc-a"), "msg_1"), ("doc-a".into(), "msg_1".into()));
+        assert_eq!(fifo_ids(None, "msg_1"), ("msg_1".into(), "msg_1".into()));
+        assert_eq!(fifo_ids(Some("has space"), "msg_1").0, "msg_1");
+        assert_eq!(fifo_ids(Some(&long), "msg_1").0, "msg_1");
+        assert_eq!(fifo_ids(Some(&long[1..]), "msg_1").0, long[1..]);
+        assert!(is_fifo("https://sqs.eu-west-1.amazonaws.com/1/ingest.fifo"));
+        assert!(!is_fifo("https://sqs.eu-west-1.amazonaws.com/1/ingest"));
+    }
 }

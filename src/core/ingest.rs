@@ -7,13 +7,16 @@
 use crate::core::claim_check::{self, ClaimCheckError, PayloadStore};
 use crate::core::clock::Clock;
 use crate::core::envelope::{Envelope, QueueMessage};
-use crate::core::queue::{Queue, QueueError};
+use crate::core::queue::{Queue, QueueError, Webhook};
 use crate::core::sources::{AuthError, Sources};
 use crate::core::verification::nector::NectorError;
 use crate::core::verification::svix::VerifyError;
 use bytes::Bytes;
+use futures_util::future::{Either, select};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -30,9 +33,19 @@ pub struct Limits {
     pub max_queue_message_bytes: usize,
 }
 
+/// SQS's largest message, body and attributes, since 2025 (it was 256 KiB).
+///
+/// It is also where a claim check starts to pay, so the two are one number:
+/// SQS bills a message per 64 KiB chunk, on the send and on the receive, so
+/// a 1 MiB message costs 32 requests, $12.80 a million; a claim check costs
+/// an S3 PUT and GET ($5.40 a million), two one-chunk requests ($0.80) and
+/// the object's storage until it expires (1 MiB for 35 days: about $27 a
+/// million). Inline is the cheaper way for every message that fits.
+pub const QUEUE_MESSAGE_LIMIT: usize = 1024 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, max_queue_message_bytes: 256 * 1024 }
+        Self { max_body_bytes: QUEUE_MESSAGE_LIMIT, max_queue_message_bytes: QUEUE_MESSAGE_LIMIT }
     }
 }
 
@@ -68,6 +81,11 @@ pub enum IngestError {
     PayloadStore(#[from] ClaimCheckError),
 }
 
+/// Svix's delivery-control header and the value that stops its retries of
+/// one message: sent with answers that no retry can change.
+pub const DELIVERY_CONTROL_HEADER: &str = "webhook-delivery";
+pub const ABORT_MESSAGE: &str = "abort-message";
+
 impl IngestError {
     /// The one place refusals become status codes.
     pub fn status(&self) -> StatusCode {
@@ -89,6 +107,13 @@ impl IngestError {
             },
             Self::Queue(_) | Self::PayloadStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// True when the same request can never succeed, so the sender should
+    /// stop retrying it (Svix otherwise retries for about 28 hours). Only
+    /// size: a signature or a secret may be fixed by configuration meanwhile.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::BodyTooLarge { .. } | Self::QueueMessageTooLarge { .. })
     }
 
     /// A stable, machine-readable name for logs, metrics and response bodies.
@@ -145,8 +170,16 @@ impl<Q: Queue> Ingest<Q> {
         self
     }
 
-    /// Decides one request.
-    pub async fn handle(&self, request: IncomingRequest<'_>) -> Result<Accepted, IngestError> {
+    /// Decides one request. Every call to the payload store and the queue
+    /// races `deadline`: when it resolves first, the request is refused with
+    /// a 503 (the sender retries) rather than left to outrun the transport's
+    /// own time limit, whatever stalls.
+    pub async fn handle(
+        &self,
+        request: IncomingRequest<'_>,
+        deadline: impl Future<Output = ()>,
+    ) -> Result<Accepted, IngestError> {
+        let mut deadline = pin!(deadline);
         let source_name =
             source_from_path(request.path).ok_or_else(|| IngestError::UnknownSource(request.path.into()))?;
         let (source_name, authenticator) =
@@ -171,18 +204,28 @@ impl<Q: Queue> Ingest<Q> {
                 timestamp: identity.timestamp,
                 body: Bytes::copy_from_slice(request.body),
             };
-            message = claim_check::fit(self.payload_store.as_deref(), &envelope, message, limit)
-                .await?
+            let fitted = claim_check::fit(self.payload_store.as_deref(), &envelope, message, limit);
+            message = before(deadline.as_mut(), fitted)
+                .await
+                .ok_or_else(|| ClaimCheckError(PAST_DEADLINE.into()))??
                 .map_err(|too_large| IngestError::QueueMessageTooLarge { size: too_large.size(), limit })?;
         }
-        self.queue.enqueue(message).await?;
+        let webhook = Webhook { source: source_name, id: &identity.id, body: request.body };
+        before(deadline.as_mut(), self.queue.enqueue(message, webhook))
+            .await
+            .ok_or_else(|| QueueError(PAST_DEADLINE.into()))??;
         Ok(Accepted { source: source_name.to_owned(), id: identity.id })
     }
 
-    /// Decides one request, logs the outcome in one line, and builds the answer.
-    pub async fn respond(&self, request: IncomingRequest<'_>) -> http::Response<String> {
+    /// Decides one request before `deadline` (see [`Self::handle`]), logs
+    /// the outcome in one line, and builds the answer.
+    pub async fn respond(
+        &self,
+        request: IncomingRequest<'_>,
+        deadline: impl Future<Output = ()>,
+    ) -> http::Response<String> {
         let webhook_id = claimed_id(request.headers);
-        match self.handle(request).await {
+        match self.handle(request, deadline).await {
             Ok(accepted) => {
                 info!(webhook_id = %accepted.id, source = %accepted.source, bytes = request.body.len(), "webhook queued");
                 json_response(StatusCode::ACCEPTED, &Queued { id: &accepted.id, status: "queued" })
@@ -194,9 +237,26 @@ impl<Q: Queue> Ingest<Q> {
                 } else {
                     warn!(webhook_id, reason = err.code(), detail = %err, status = status.as_u16(), "webhook rejected");
                 }
-                json_response(status, &Refused { error: err.code(), message: err.to_string() })
+                let mut response = json_response(status, &Refused { error: err.code(), message: err.to_string() });
+                if err.is_final() {
+                    response
+                        .headers_mut()
+                        .insert(DELIVERY_CONTROL_HEADER, http::HeaderValue::from_static(ABORT_MESSAGE));
+                }
+                response
             }
         }
+    }
+}
+
+/// Why a store or queue call was given up.
+const PAST_DEADLINE: &str = "no answer before the request's deadline";
+
+/// `work`'s output, or `None` if `deadline` resolved first.
+async fn before<T>(deadline: Pin<&mut impl Future<Output = ()>>, work: impl Future<Output = T>) -> Option<T> {
+    match select(pin!(work), deadline).await {
+        Either::Left((done, _)) => Some(done),
+        Either::Right(((), _)) => None,
     }
 }
 

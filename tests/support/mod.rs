@@ -316,10 +316,15 @@ pub fn secretsmanager_client() -> aws_sdk_secretsmanager::Client {
 
 /// An S3 client for the moto server (path-style addressing, as moto needs).
 pub fn s3_client() -> aws_sdk_s3::Client {
+    s3_client_for(moto_endpoint())
+}
+
+/// An S3 client for an S3-compatible server at `endpoint`.
+pub fn s3_client_for(endpoint: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
+        .endpoint_url(endpoint)
         .force_path_style(true)
         .credentials_provider(test_credentials())
         .build();

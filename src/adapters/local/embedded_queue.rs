@@ -5,7 +5,7 @@ use crate::adapters::payloads;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::SeenStore;
 use crate::core::envelope::QueueMessage;
-use crate::core::queue::{Queue, QueueError};
+use crate::core::queue::{Queue, QueueError, Webhook};
 use crate::core::router::{Deliver, Record, Router};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub fn embedded_queue(capacity: usize, retry_delay: Duration) -> (EmbeddedQueue,
 }
 
 impl Queue for EmbeddedQueue {
-    async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
+    async fn enqueue(&self, message: QueueMessage, _: Webhook<'_>) -> Result<(), QueueError> {
         self.sender
             .try_send(Pending { message, receives: 0 })
             .map_err(|err| QueueError(format!("embedded queue: {err}")))

@@ -30,9 +30,10 @@ pub const EMBEDDED_QUEUE_CAPACITY: usize = 10_000;
 pub const PAYLOAD_TTL_IN_PROCESS: Duration = Duration::from_secs(60 * 60);
 
 /// How long a payload file is kept when an SQS queue may hold references to
-/// it: past SQS's longest retention (14 days), as the deployed bucket's
-/// lifecycle rule.
-pub const PAYLOAD_TTL_WITH_SQS: Duration = Duration::from_secs(15 * 24 * 60 * 60);
+/// it: as long as the router still acts on a reference, which is the
+/// idempotency window (a queue's 14 days, then a dead-letter copy's fresh
+/// 14), as the deployed bucket's lifecycle rule.
+pub const PAYLOAD_TTL_WITH_SQS: Duration = crate::core::dedup::DEFAULT_TTL;
 
 /// What `nectar-webhooks serve` runs.
 pub struct LocalConfig {

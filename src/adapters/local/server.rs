@@ -29,17 +29,21 @@ async fn handle<Q: Queue>(ingest: Arc<Ingest<Q>>, request: Request, max_body_byt
     let Ok(body) = body else {
         return (http::StatusCode::BAD_REQUEST, "could not read the request body").into_response();
     };
-    let response = ingest
-        .respond(IncomingRequest {
-            method: &parts.method,
-            path: parts.uri.path(),
-            headers: &parts.headers,
-            body: &body,
-            body_undecodable: false,
-        })
-        .await;
+    let request = IncomingRequest {
+        method: &parts.method,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        body: &body,
+        body_undecodable: false,
+    };
+    let response = ingest.respond(request, tokio::time::sleep(ANSWER_BUDGET)).await;
     response.into_response()
 }
+
+/// How long a request may take to be queued before it is answered 503: what
+/// the deployed ingest has (its 12 s timeout less a second's margin), inside
+/// the 15 s Svix waits.
+pub const ANSWER_BUDGET: std::time::Duration = std::time::Duration::from_secs(11);
 
 /// Bodies are read (and past `cap`, discarded) up to this many bytes, or
 /// `cap` if larger, so an oversize request still gets its 413 rather than a
