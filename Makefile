@@ -33,8 +33,10 @@ lint:
 unit-and-blackbox: $(VENV)/.installed
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
 
+## template-check: cfn-lint, then AWS's limits and the promises built on them, on the parsed template
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/python tests/template_invariants.py
 
 ## soak: the fault suite's load scenario at FAULT_SUITE_N webhooks (default 50000, about 14 minutes;
 ## `make test` runs 5000)

@@ -1,0 +1,385 @@
+"""AWS's limits, and the promises built on them, checked on the parsed template.
+
+Run by `make template-check` (after cfn-lint) with .venv's python:
+    .venv/bin/python tests/template_invariants.py
+It ends with `N passed, M failed` and exits non-zero if any failed.
+
+The template is parsed with cfnlint.decode (it knows !Ref, !GetAtt, !If, ...),
+never searched as text. Conditions are evaluated for every value of
+IngestQueueType; a number given as a !Ref to a parameter counts as anything
+between the parameter's MinValue and MaxValue, so a deployer's override cannot
+break a promise the defaults keep.
+"""
+
+import math
+import sys
+import unittest
+from pathlib import Path
+
+import cfnlint.decode
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
+
+# Svix gives up on an answer after this long (s).
+SVIX_WAIT_S = 15
+# The AWS SDK's budget per call, retries included: OPERATION_TIMEOUT in
+# src/adapters/aws.rs (3 attempts of at most ATTEMPT_TIMEOUT 2 s, 5 s in all).
+# The slowest accepted webhook makes two calls, one after the other: S3
+# PutObject (the claim check), then SQS SendMessage.
+S3_PUT_OBJECT_S = 5
+SQS_SEND_MESSAGE_S = 5
+# Ingest answers 503 at a deadline this long before its Lambda timeout.
+DEADLINE_MARGIN_S = 1
+
+# SQS's limits.
+SQS_MAX_MESSAGE_BYTES = 1_048_576  # 1 MiB since 2025
+SQS_MAX_RETENTION_S = 1_209_600  # 14 days
+SQS_DEFAULT_RETENTION_S = 345_600  # 4 days, when MessageRetentionPeriod is absent
+# AWS: an SQS event source's queue needs a visibility timeout of at least 6x
+# the function's timeout.
+VISIBILITY_PER_FUNCTION_TIMEOUT = 6
+# Lambda: ScalingConfig.MaximumConcurrency is 2 to 1000.
+MIN_MAXIMUM_CONCURRENCY = 2
+MAX_MAXIMUM_CONCURRENCY = 1000
+# SAM's timeout for a function with none, in Globals or its own.
+SAM_DEFAULT_TIMEOUT_S = 3
+DAY_S = 86_400
+
+INGEST = "IngestFunction"
+ROUTER = "RouterFunction"
+QUEUE_TYPE_PARAMETER = "IngestQueueType"
+
+NO_VALUE = object()
+
+
+def load(path=TEMPLATE):
+    template, matches = cfnlint.decode.decode(str(path))
+    if matches or template is None:
+        raise SystemExit(f"{path}: cannot parse: {[str(m) for m in matches]}")
+    return template
+
+
+class Template:
+    """The parsed template, with conditions resolved for one set of parameter values."""
+
+    def __init__(self, raw, overrides=None):
+        self.raw = raw
+        self.parameters = raw.get("Parameters", {})
+        self.values = {name: p.get("Default") for name, p in self.parameters.items()}
+        self.values.update(overrides or {})
+        self.resources = {name: self.resolve(r) for name, r in raw["Resources"].items()}
+        self.globals = self.resolve(raw.get("Globals", {}))
+
+    def condition(self, node):
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, args),) = node.items()
+            if key == "Fn::Equals":
+                a, b = (self.value(x) for x in args)
+                return str(a) == str(b)
+            if key == "Fn::Not":
+                return not self.condition(args[0])
+            if key == "Fn::And":
+                return all(self.condition(x) for x in args)
+            if key == "Fn::Or":
+                return any(self.condition(x) for x in args)
+            if key == "Condition":
+                return self.condition(self.raw["Conditions"][args])
+        raise AssertionError(f"cannot evaluate condition {node!r}")
+
+    def value(self, node):
+        if isinstance(node, dict) and "Ref" in node and node["Ref"] in self.values:
+            return self.values[node["Ref"]]
+        if isinstance(node, dict) and "Condition" in node:
+            return self.condition(node)
+        return node
+
+    def resolve(self, node):
+        """Fn::If chosen by the conditions, AWS::NoValue removed; other intrinsics kept."""
+        if isinstance(node, dict):
+            if len(node) == 1 and "Fn::If" in node:
+                name, then, otherwise = node["Fn::If"]
+                taken = then if self.condition(self.raw["Conditions"][name]) else otherwise
+                return self.resolve(taken)
+            if node == {"Ref": "AWS::NoValue"}:
+                return NO_VALUE
+            out = {}
+            for key, value in node.items():
+                value = self.resolve(value)
+                if value is not NO_VALUE:
+                    out[key] = value
+            return out
+        if isinstance(node, list):
+            return [v for v in (self.resolve(x) for x in node) if v is not NO_VALUE]
+        return node
+
+    # --- lookups ---
+
+    def bounds(self, node, what):
+        """(lowest, highest) a number can be: a literal, or a !Ref to a Number parameter."""
+        if isinstance(node, dict) and "Ref" in node:
+            p = self.parameters.get(node["Ref"])
+            assert p is not None, f"{what}: !Ref {node['Ref']} is not a parameter"
+            return (float(p.get("MinValue", -math.inf)), float(p.get("MaxValue", math.inf)))
+        assert isinstance(node, (int, float, str)), f"{what}: {node!r} is not a number"
+        return (float(node), float(node))
+
+    def target(self, node, what):
+        """The resource a !Ref or !GetAtt X.Arn names."""
+        if isinstance(node, dict) and "Ref" in node:
+            name = node["Ref"]
+        elif isinstance(node, dict) and "Fn::GetAtt" in node:
+            name = node["Fn::GetAtt"][0]
+        else:
+            raise AssertionError(f"{what}: {node!r} names no resource")
+        assert name in self.resources, f"{what}: {name} is not a resource"
+        return name
+
+    def props(self, name):
+        return self.resources[name].get("Properties", {})
+
+    def env(self, function):
+        return self.props(function).get("Environment", {}).get("Variables", {})
+
+    def timeout(self, function):
+        timeout = self.props(function).get("Timeout")
+        if timeout is None:
+            timeout = self.globals.get("Function", {}).get("Timeout", SAM_DEFAULT_TIMEOUT_S)
+        return timeout
+
+    def router_sqs_event(self):
+        events = [e for e in self.props(ROUTER).get("Events", {}).values() if e.get("Type") == "SQS"]
+        assert len(events) == 1, f"{ROUTER} has {len(events)} SQS events, expected 1"
+        return events[0]["Properties"]
+
+    def ingest_queue(self):
+        return self.target(self.router_sqs_event()["Queue"], f"{ROUTER}'s SQS event Queue")
+
+    def ingest_dlq(self):
+        redrive = self.props(self.ingest_queue()).get("RedrivePolicy", {})
+        return self.target(redrive.get("deadLetterTargetArn"), f"{self.ingest_queue()} RedrivePolicy")
+
+    def router_dlq(self):
+        return self.target(self.env(ROUTER).get("DEAD_LETTER_QUEUE_URL"), f"{ROUTER} DEAD_LETTER_QUEUE_URL")
+
+    def retention_max(self, queue):
+        node = self.props(queue).get("MessageRetentionPeriod", SQS_DEFAULT_RETENTION_S)
+        return self.bounds(node, f"{queue} MessageRetentionPeriod")[1]
+
+    def is_fifo(self, queue):
+        return str(self.props(queue).get("FifoQueue", False)).lower() == "true"
+
+
+RAW = load()
+
+
+def scenarios():
+    """The template under every IngestQueueType (just the defaults if there is no such parameter)."""
+    allowed = RAW.get("Parameters", {}).get(QUEUE_TYPE_PARAMETER, {}).get("AllowedValues")
+    if not allowed:
+        return [("defaults", Template(RAW))]
+    return [(f"{QUEUE_TYPE_PARAMETER}={v}", Template(RAW, {QUEUE_TYPE_PARAMETER: v})) for v in allowed]
+
+
+def days(seconds):
+    return f"{seconds / DAY_S:g} d"
+
+
+class TemplateInvariants(unittest.TestCase):
+    maxDiff = None
+
+    def each(self, check):
+        """check(template) under every IngestQueueType, each a subtest."""
+        for label, t in scenarios():
+            with self.subTest(label):
+                check(t)
+
+    def test_a_idempotency_window_outlives_queue_plus_dlq(self):
+        """(a) The idempotency window, default and minimum, is longer than a message can live
+        in the ingest queue and then, as the router's dead-letter copy (a new message,
+        a new clock), in the DLQ."""
+        def check(t):
+            ttl = t.env(ROUTER).get("IDEMPOTENCY_TTL_DAYS")
+            self.assertIsNotNone(ttl, f"{ROUTER} has no IDEMPOTENCY_TTL_DAYS")
+            if isinstance(ttl, dict):
+                name = ttl.get("Ref")
+                self.assertIn(name, t.parameters, f"IDEMPOTENCY_TTL_DAYS: {ttl!r} is not a parameter")
+                p = t.parameters[name]
+                self.assertIn("MinValue", p, f"{name} has no MinValue: a deployer could set any window")
+                default, minimum = float(p["Default"]), float(p["MinValue"])
+            else:
+                name, default, minimum = "IDEMPOTENCY_TTL_DAYS", float(ttl), float(ttl)
+            queue, dlqs = t.ingest_queue(), {t.ingest_dlq(), t.router_dlq()}
+            queue_s = t.retention_max(queue)
+            dlq_s = max(t.retention_max(d) for d in dlqs)
+            lifetime_d = (queue_s + dlq_s) / DAY_S
+            for label, v in (("Default", default), ("MinValue", minimum)):
+                self.assertGreater(
+                    v,
+                    lifetime_d,
+                    f"{name} {label} {v:g} d must exceed {queue} retention {days(queue_s)} + "
+                    f"{'/'.join(sorted(dlqs))} retention {days(dlq_s)} = {lifetime_d:g} d",
+                )
+
+        self.each(check)
+
+    def test_b_payloads_outlive_the_idempotency_window(self):
+        """(b) A claim-checked payload expires no sooner than the window in which the router
+        may still act on a pointer to it."""
+        def check(t):
+            ttl = t.env(ROUTER).get("IDEMPOTENCY_TTL_DAYS")
+            bucket = t.target(t.env(INGEST).get("CLAIM_CHECK_BUCKET"), f"{INGEST} CLAIM_CHECK_BUCKET")
+            self.assertEqual(
+                bucket,
+                t.target(t.env(ROUTER).get("CLAIM_CHECK_BUCKET"), f"{ROUTER} CLAIM_CHECK_BUCKET"),
+                "ingest and router use different claim-check buckets",
+            )
+            rules = t.props(bucket).get("LifecycleConfiguration", {}).get("Rules", [])
+            expiring = [r for r in rules if r.get("Status") == "Enabled" and "ExpirationInDays" in r]
+            self.assertTrue(expiring, f"{bucket} has no enabled ExpirationInDays rule")
+            ttl_max = t.bounds(ttl, "IDEMPOTENCY_TTL_DAYS")[1]
+            for rule in expiring:
+                expiry = rule["ExpirationInDays"]
+                if expiry == ttl:
+                    continue
+                lowest = t.bounds(expiry, f"{bucket} rule {rule.get('Id')}")[0]
+                self.assertGreaterEqual(
+                    lowest,
+                    ttl_max,
+                    f"{bucket} rule {rule.get('Id')} ExpirationInDays {expiry!r} (as low as {lowest:g} d) "
+                    f"must be IDEMPOTENCY_TTL_DAYS {ttl!r} itself or >= its largest value {ttl_max:g} d",
+                )
+
+        self.each(check)
+
+    def test_c_visibility_timeout_covers_six_router_timeouts(self):
+        """(c) The ingest queue hides a message for at least 6x the router's timeout."""
+        def check(t):
+            queue = t.ingest_queue()
+            visibility = t.bounds(t.props(queue).get("VisibilityTimeout", 30), f"{queue} VisibilityTimeout")[0]
+            timeout = t.bounds(t.timeout(ROUTER), f"{ROUTER} Timeout")[1]
+            self.assertGreaterEqual(
+                visibility,
+                VISIBILITY_PER_FUNCTION_TIMEOUT * timeout,
+                f"{queue} VisibilityTimeout {visibility:g} s must be >= "
+                f"{VISIBILITY_PER_FUNCTION_TIMEOUT} x {ROUTER} Timeout {timeout:g} s "
+                f"= {VISIBILITY_PER_FUNCTION_TIMEOUT * timeout:g} s",
+            )
+
+        self.each(check)
+
+    def test_d_router_concurrency_is_capped_by_a_parameter(self):
+        """(d) The router's SQS event source has a MaximumConcurrency, a parameter Lambda accepts."""
+        def check(t):
+            event = t.router_sqs_event()
+            cap = event.get("ScalingConfig", {}).get("MaximumConcurrency")
+            self.assertIsInstance(cap, dict, f"{ROUTER} SQS event: ScalingConfig.MaximumConcurrency is {cap!r}, "
+                                  "not a !Ref to a parameter")
+            name = cap.get("Ref")
+            self.assertIn(name, t.parameters, f"MaximumConcurrency: {cap!r} is not a parameter")
+            p = t.parameters[name]
+            minimum, maximum = p.get("MinValue"), p.get("MaxValue")
+            self.assertIsNotNone(minimum, f"{name} has no MinValue (Lambda's minimum is {MIN_MAXIMUM_CONCURRENCY})")
+            self.assertGreaterEqual(float(minimum), MIN_MAXIMUM_CONCURRENCY,
+                                    f"{name} MinValue {minimum} must be >= {MIN_MAXIMUM_CONCURRENCY}")
+            self.assertIsNotNone(maximum, f"{name} has no MaxValue (Lambda's maximum is {MAX_MAXIMUM_CONCURRENCY})")
+            self.assertLessEqual(float(maximum), MAX_MAXIMUM_CONCURRENCY,
+                                 f"{name} MaxValue {maximum} must be <= {MAX_MAXIMUM_CONCURRENCY}")
+
+        self.each(check)
+
+    def test_e_ingest_answers_svix_in_time_even_for_a_claim_check(self):
+        """(e) Ingest's timeout is inside Svix's wait, and its deadline leaves room for
+        S3 PutObject then SQS SendMessage."""
+        def check(t):
+            lowest, highest = t.bounds(t.timeout(INGEST), f"{INGEST} Timeout")
+            self.assertLess(highest, SVIX_WAIT_S,
+                            f"{INGEST} Timeout {highest:g} s must be < Svix's {SVIX_WAIT_S} s")
+            calls = S3_PUT_OBJECT_S + SQS_SEND_MESSAGE_S
+            self.assertGreaterEqual(
+                lowest - DEADLINE_MARGIN_S,
+                calls,
+                f"{INGEST} Timeout {lowest:g} s - {DEADLINE_MARGIN_S} s margin = {lowest - DEADLINE_MARGIN_S:g} s "
+                f"must be >= S3 {S3_PUT_OBJECT_S} s + SQS {SQS_SEND_MESSAGE_S} s = {calls} s",
+            )
+
+        self.each(check)
+
+    def test_f_every_queue_takes_1_mib_and_at_most_14_days(self):
+        """(f) Every SQS queue takes SQS's largest message and a retention SQS accepts."""
+        def check(t):
+            queues = [n for n, r in t.resources.items() if r.get("Type") == "AWS::SQS::Queue"]
+            self.assertTrue(queues, "no AWS::SQS::Queue in the template")
+            for queue in queues:
+                size = t.props(queue).get("MaximumMessageSize")
+                self.assertEqual(
+                    size if size is None else int(size), SQS_MAX_MESSAGE_BYTES,
+                    f"{queue} MaximumMessageSize {size!r} must be {SQS_MAX_MESSAGE_BYTES} (1 MiB)",
+                )
+                retention = t.retention_max(queue)
+                self.assertLessEqual(
+                    retention, SQS_MAX_RETENTION_S,
+                    f"{queue} MessageRetentionPeriod {retention:.0f} s must be <= {SQS_MAX_RETENTION_S} s (14 d)",
+                )
+
+        self.each(check)
+
+    def test_g_fifo_ingest_queue_has_a_fifo_dlq(self):
+        """(g) IngestQueueType=fifo makes the ingest queue, its redrive DLQ and the router's DLQ
+        FIFO (a FIFO queue's DLQ must be FIFO); standard makes none of them FIFO."""
+        p = RAW.get("Parameters", {}).get(QUEUE_TYPE_PARAMETER)
+        self.assertIsNotNone(p, f"no {QUEUE_TYPE_PARAMETER} parameter")
+        self.assertEqual(sorted(p.get("AllowedValues", [])), ["fifo", "standard"],
+                         f"{QUEUE_TYPE_PARAMETER} AllowedValues")
+        self.assertEqual(p.get("Default"), "standard", f"{QUEUE_TYPE_PARAMETER} Default")
+        for value, fifo in (("fifo", True), ("standard", False)):
+            with self.subTest(f"{QUEUE_TYPE_PARAMETER}={value}"):
+                t = Template(RAW, {QUEUE_TYPE_PARAMETER: value})
+                for queue in sorted({t.ingest_queue(), t.ingest_dlq(), t.router_dlq()}):
+                    self.assertEqual(
+                        t.is_fifo(queue), fifo,
+                        f"{QUEUE_TYPE_PARAMETER}={value}: {queue} FifoQueue is "
+                        f"{t.props(queue).get('FifoQueue', 'absent')!r}, expected {'true' if fifo else 'absent/false'}",
+                    )
+
+    def test_h_fifo_event_source_has_no_batching_window(self):
+        """(h) Lambda does not support MaximumBatchingWindowInSeconds on a FIFO queue's event source."""
+        def check(t):
+            if t.is_fifo(t.ingest_queue()):
+                window = t.router_sqs_event().get("MaximumBatchingWindowInSeconds")
+                self.assertIsNone(window, f"{ROUTER} SQS event on FIFO {t.ingest_queue()}: "
+                                  f"MaximumBatchingWindowInSeconds {window!r} must be absent")
+
+        self.each(check)
+
+
+class Counting(unittest.TextTestResult):
+    """Counts each test once: passed, or failed (however many of its subtests failed)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failed_ids = set()
+
+    def addFailure(self, test, err):
+        self.failed_ids.add(test.id())
+        super().addFailure(test, err)
+
+    def addError(self, test, err):
+        self.failed_ids.add(test.id())
+        super().addError(test, err)
+
+    def addSubTest(self, test, subtest, err):
+        if err is not None:
+            self.failed_ids.add(test.id())
+        super().addSubTest(test, subtest, err)
+
+
+def main():
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(TemplateInvariants)
+    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, descriptions=False, resultclass=Counting).run(suite)
+    failed = len(result.failed_ids)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
