@@ -10,6 +10,7 @@ use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::lambda_router::SqsBatchHandler;
 use nectar_webhooks::adapters::payloads::{S3PayloadStore, read_envelope};
 use nectar_webhooks::adapters::sqs::SqsQueue;
+use nectar_webhooks::cli::lambda_events::Signed;
 use nectar_webhooks::config::{IngestConfig, LAMBDA_BODY_LIMIT};
 use nectar_webhooks::core::claim_check::PayloadStore;
 use nectar_webhooks::core::clock::FixedClock;
@@ -134,4 +135,59 @@ async fn a_missing_payload_fails_the_record_so_it_is_retried() {
     let failed: Vec<String> =
         handler.handle(event).await.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
     assert_eq!(failed, ["m1"]);
+}
+
+/// A payload too large for an EventBridge entry reaches the bus as a claim
+/// check (where the payload is, its size, type and resource id) rather than
+/// failing for ever; the payload behind it is whole. Smaller ones go as they
+/// are.
+#[tokio::test]
+async fn eventbridge_gets_a_claim_check_for_a_payload_over_its_entry_limit() {
+    use nectar_webhooks::adapters::destinations::EVENTBRIDGE_ENTRY_LIMIT;
+    let sqs = sqs_client();
+    let events = eventbridge_client();
+    let (store, bucket) = bucket().await;
+    let bus = unique_name("large-bus");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let target = create_queue(&sqs, "large-bus-target").await;
+    let rule = unique_name("documents");
+    events.put_rule().name(&rule).event_bus_name(&bus).event_pattern(r#"{"source": ["nectar"]}"#).send().await.unwrap();
+    let queue = aws_sdk_eventbridge::types::Target::builder().id("q").arn(queue_arn(&sqs, &target).await).build();
+    events.put_targets().rule(&rule).event_bus_name(&bus).targets(queue.unwrap()).send().await.unwrap();
+
+    let table = RouteTable::parse(&format!("*=eventbridge:{bus}")).unwrap();
+    let destinations = Destinations::default()
+        .with_eventbridge(events.clone())
+        .with_payload_store(Arc::clone(&store), nectar_webhooks::core::ingest::QUEUE_MESSAGE_LIMIT);
+    let handler = SqsBatchHandler {
+        router: Router::new(table, destinations, InMemorySeen::default()),
+        dead_letters: None,
+        payload_store: None,
+    };
+    let large = large_document(EVENTBRIDGE_ENTRY_LIMIT + 1);
+    let small = br#"{"eventType":"document.created.v2","id":"doc-small"}"#;
+    let record = |id: &str, body: &[u8]| {
+        Signed { source: "nectar", id, timestamp: now(), signature: "v1,unused", body, base64_body: false }.sqs_record()
+    };
+    let event =
+        serde_json::from_value(json!({"Records": [record("msg_eb_large", &large), record("msg_eb_small", small)]}))
+            .unwrap();
+    assert!(handler.handle(event).await.batch_item_failures.is_empty(), "never a failure for size alone");
+
+    let received = drain(&sqs, &target, 2).await;
+    let detail_of = |id: &str| {
+        received
+            .iter()
+            .map(|m| serde_json::from_str::<Value>(m.body().unwrap()).unwrap())
+            .find(|e| e["resources"] == json!([format!("webhook-id:{id}")]))
+            .unwrap_or_else(|| panic!("{id} reached the bus"))["detail"]
+            .clone()
+    };
+    assert_eq!(detail_of("msg_eb_small"), serde_json::from_slice::<Value>(small).unwrap());
+    let claim = detail_of("msg_eb_large");
+    assert_eq!(claim["claimCheck"], format!("s3://{bucket}/payloads/nectar/msg_eb_large"));
+    assert_eq!(claim["bytes"], large.len());
+    assert_eq!(claim["eventType"], "document.created.v2");
+    assert_eq!(claim["id"], "doc-large");
+    assert_eq!(store.get(claim["claimCheck"].as_str().unwrap()).await.unwrap(), large);
 }

@@ -116,22 +116,37 @@ impl Destinations {
     /// `Source` = the webhook's source, `DetailType` = the event type,
     /// `Detail` = the payload's JSON as received (a payload that is not a
     /// JSON object is wrapped as `{"body": "..."}`), `Resources` = the
-    /// webhook id as `webhook-id:<svix-id>`.
+    /// webhook id as `webhook-id:<svix-id>`. An entry over EventBridge's
+    /// limit carries a claim check instead of the payload (see
+    /// [`claim_checked_detail`]): never a dead letter for size alone.
     async fn to_eventbridge(&self, bus: &str, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
         let client =
             self.eventbridge.as_ref().ok_or_else(|| DeliveryError("no EventBridge client configured".into()))?;
-        let body = &delivery.envelope.body;
+        let envelope = delivery.envelope;
+        let body = &envelope.body;
         let is_object = matches!(serde_json::from_slice::<serde_json::Value>(body), Ok(serde_json::Value::Object(_)));
-        let detail = match std::str::from_utf8(body) {
+        let mut detail = match std::str::from_utf8(body) {
             Ok(text) if is_object => text.to_owned(),
             _ => serde_json::json!({ "body": String::from_utf8_lossy(body) }).to_string(),
         };
+        let resource = format!("webhook-id:{}", envelope.id);
+        let entry_size = envelope.source.len() + delivery.event_type.len() + detail.len() + resource.len();
+        if entry_size > EVENTBRIDGE_ENTRY_LIMIT {
+            let (store, _) = self.payload_store.as_ref().ok_or_else(|| {
+                DeliveryError(format!(
+                    "a {entry_size}-byte EventBridge entry is over its {EVENTBRIDGE_ENTRY_LIMIT}-byte limit and no payload store is configured"
+                ))
+            })?;
+            let reference =
+                store.put(&claim_check::key_for(envelope), body).await.map_err(|err| DeliveryError(err.to_string()))?;
+            detail = claim_checked_detail(delivery, &reference);
+        }
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(bus)
-            .source(&delivery.envelope.source)
+            .source(&envelope.source)
             .detail_type(delivery.event_type)
             .detail(detail)
-            .resources(format!("webhook-id:{}", delivery.envelope.id))
+            .resources(resource)
             .build();
         let output = client
             .put_events()
@@ -162,6 +177,25 @@ impl Destinations {
         file.write_all(line.as_bytes()).await.map_err(|err| DeliveryError(format!("write {path}: {err}")))?;
         file.flush().await.map_err(|err| DeliveryError(format!("flush {path}: {err}")))
     }
+}
+
+/// The largest PutEvents entry (its source, detail type, detail and
+/// resources, in UTF-8 bytes): 1 MB since January 2026, read as the decimal
+/// megabyte, the smaller reading.
+pub const EVENTBRIDGE_ENTRY_LIMIT: usize = 1_000_000;
+
+/// The `Detail` of an event whose payload is too large for EventBridge:
+/// where the payload is (`claimCheck`: `s3://BUCKET/KEY` deployed, readable
+/// with `s3:GetObject` on the stack's payload bucket), its size, and what
+/// rules most often match on (`eventType`, the resource's `id`).
+pub fn claim_checked_detail(delivery: &Delivery<'_>, reference: &str) -> String {
+    serde_json::json!({
+        "claimCheck": reference,
+        "bytes": delivery.envelope.body.len(),
+        "eventType": delivery.event_type,
+        "id": delivery.resource_id,
+    })
+    .to_string()
 }
 
 /// One line of the `file:` and `stdout` formats: the payload exactly as
