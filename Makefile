@@ -101,7 +101,7 @@ bench:
 	$(CARGO) build --locked --release --example hello_lambda
 	cp target/release/examples/hello_lambda $(BENCH_DIR)/bin/examples/
 	rm -f $(BENCH_DIR)/*.json
-	BENCH_DIR=$(BENCH_DIR) $(CARGO) bench --locked --bench verify --bench ingest --bench router
+	BENCH_DIR=$(BENCH_DIR) $(CARGO) bench --locked --bench verify --bench ingest --bench router --bench time_budget
 	BENCH_DIR=$(BENCH_DIR) BENCH_BINARIES=$(BENCH_DIR)/bin $(CARGO) bench --locked --bench lambda_process
 	if [ -n "$(BENCH_ARM64_BUILD)" ]; then $(MAKE) $(BUILD_VENV)/.installed && \
 	  PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH cargo lambda build --release --arm64 --bin ingest --bin router && \
