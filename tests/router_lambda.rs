@@ -370,3 +370,44 @@ async fn a_route_to_an_unregistered_handler_is_refused_at_start_up() {
     let err = Destinations::default().check(&table).unwrap_err();
     assert!(err.contains("no handler registered under \"missing\""), "{err}");
 }
+
+/// A typed handler that records the webhooks it handled, in order; the first
+/// attempt at `msg_a1` fails.
+#[derive(Default, Clone)]
+struct FailsFirstAttemptAtA1(Arc<Mutex<(bool, Vec<String>)>>);
+
+impl Handler for FailsFirstAttemptAtA1 {
+    fn handle<'a>(&'a self, _: &'a NectarEvent, delivery: &'a Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let mut state = self.0.lock().unwrap();
+            if delivery.envelope.id == "msg_a1" && !state.0 {
+                state.0 = true;
+                return Err(nectar_webhooks::core::router::DeliveryError("down for a moment".into()));
+            }
+            state.1.push(delivery.envelope.id.clone());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_resources_events_stay_in_order_across_a_failure_and_its_retry() {
+    let seen = FailsFirstAttemptAtA1::default();
+    let handler = handler_with(
+        "*=handler:ordered",
+        Destinations::default().with_handler("ordered", seen.clone()),
+        InMemorySeen::default(),
+    );
+    let records = || {
+        vec![
+            record("msg_a1", &payload("document.created.v2.json")),
+            record("msg_a2", &payload("document.updated.v2.json")),
+            record("msg_a3", &payload("document.deleted.v2.json")),
+        ]
+    };
+    let response = handler.handle(batch(records())).await;
+    assert_eq!(failed_ids(&response), ["sqs-msg_a1", "sqs-msg_a2", "sqs-msg_a3"], "the whole message group");
+    assert!(seen.0.lock().unwrap().1.is_empty(), "nothing about the document went ahead of its creation");
+    assert!(failed_ids(&handler.handle(batch(records())).await).is_empty());
+    assert_eq!(seen.0.lock().unwrap().1, ["msg_a1", "msg_a2", "msg_a3"]);
+}

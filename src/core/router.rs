@@ -50,6 +50,10 @@ pub enum RecordError {
     Delivery { failed: usize, total: usize, first: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Delivering it now would put it ahead of an earlier event about the
+    /// same resource; it is retried with that one instead.
+    #[error("an earlier event about the same resource ({0}) failed; kept in order")]
+    HeldBack(String),
 }
 
 /// What happened to a record that was fully handled.
@@ -91,8 +95,11 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     /// Routes a batch: records about different resources concurrently, those
     /// about the same resource (the payload's `id`) one after another in batch
     /// order, so a FIFO destination gets one resource's events in the order
-    /// they came. Returns the records that failed, so the queue redelivers
-    /// only them.
+    /// they came. Once one of a resource's records fails, its later records
+    /// are reported failed without being delivered, so none overtakes it on
+    /// the retry; that is also what AWS asks of a FIFO queue's batch (the
+    /// failed record and every later one of its message group). Returns the
+    /// records that failed, so the queue redelivers only them.
     pub async fn route_batch(&self, records: Vec<Record>) -> Vec<Failure> {
         type Probed = (String, Result<(Envelope, Probe), DecodeError>);
         let mut lanes: Vec<(Option<String>, Vec<Probed>)> = Vec::new();
@@ -107,10 +114,13 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 None => lanes.push((resource, vec![(id, message)])),
             }
         }
-        let lanes = lanes.into_iter().map(|(_, lane)| async move {
-            let mut failures = Vec::new();
+        let lanes = lanes.into_iter().map(|(resource, lane)| async move {
+            let mut failures: Vec<Failure> = Vec::new();
             for (id, message) in lane {
-                failures.extend(self.route_logged(id, message).await);
+                match (&resource, failures.is_empty()) {
+                    (Some(resource), false) => failures.push(held_back(id, &message, resource)),
+                    _ => failures.extend(self.route_logged(id, message).await),
+                }
             }
             failures
         });
@@ -199,6 +209,14 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         }
         Ok(Routed { event_type, route: route_name, delivered, duplicates })
     }
+}
+
+/// Reports a record not attempted because an earlier one of its resource failed.
+fn held_back(id: String, message: &Result<(Envelope, Probe), DecodeError>, resource: &str) -> Failure {
+    let webhook_id = message.as_ref().map_or("-", |(e, _)| e.id.as_str());
+    let reason = RecordError::HeldBack(resource.to_owned()).to_string();
+    warn!(webhook_id, message_id = %id, resource, "webhook held back behind an earlier failure; will be retried");
+    Failure { id, reason }
 }
 
 fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
@@ -318,6 +336,44 @@ mod tests {
             .await;
         assert!(failed.is_empty());
         assert_eq!(*router.deliver.0.lock().unwrap(), ["b1", "a1", "a2"], "b1 did not wait for doc-a's events");
+    }
+
+    /// Records the order of deliveries; the first delivery of `a1` fails.
+    #[derive(Default)]
+    struct FailsA1Once(Mutex<(bool, Vec<String>)>);
+
+    impl Deliver for FailsA1Once {
+        async fn deliver(&self, _: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            let mut state = self.0.lock().unwrap();
+            if delivery.envelope.id == "a1" && !state.0 {
+                state.0 = true;
+                return Err(DeliveryError("a1 fails once".into()));
+            }
+            state.1.push(delivery.envelope.id.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_a_resources_later_events_wait_for_the_retry_and_arrive_in_order() {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        let router = Router::new(table, FailsA1Once::default(), InMemorySeen::default());
+        let batch = || {
+            vec![
+                record("a1", r#"{"eventType":"document.created.v2","id":"doc-a"}"#),
+                record("a2", r#"{"eventType":"document.updated.v2","id":"doc-a"}"#),
+                record("b1", r#"{"eventType":"document.created.v2","id":"doc-b"}"#),
+                record("a3", r#"{"eventType":"document.deleted.v2","id":"doc-a"}"#),
+            ]
+        };
+        let failed = router.route_batch(batch()).await;
+        assert_eq!(ids(&failed), ["sqs-a1", "sqs-a2", "sqs-a3"]);
+        assert!(failed[1].reason.contains("an earlier event about the same resource (doc-a) failed"), "{failed:?}");
+        assert_eq!(router.deliver.0.lock().unwrap().1, ["b1"], "neither a2 nor a3 went ahead of a1");
+
+        let retry: Vec<Record> = batch().into_iter().filter(|r| failed.iter().any(|f| f.id == r.id)).collect();
+        assert!(router.route_batch(retry).await.is_empty());
+        assert_eq!(router.deliver.0.lock().unwrap().1, ["b1", "a1", "a2", "a3"]);
     }
 
     /// Counts deliveries; yields once inside each, as a network call would.
