@@ -88,7 +88,7 @@ async fn a_payload_over_the_queue_limit_goes_by_s3_and_arrives_whole() {
     let table = RouteTable::parse(&format!("*={destination},file:{}", out.display())).unwrap();
     let destinations = Destinations::default().with_sqs(sqs.clone()).with_payload_store(Arc::clone(&store), 256 * 1024);
     let handler = SqsBatchHandler {
-        router: Router::new(table, destinations, InMemorySeen::default()),
+        router: Router::new(table, destinations, InMemorySeen::default()).with_clock(Arc::new(FixedClock(NOW))),
         dead_letters: None,
         payload_store: Some(Arc::clone(&store)),
     };

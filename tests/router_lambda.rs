@@ -40,8 +40,7 @@ fn handler(routes: &str) -> SqsBatchHandler<Destinations, InMemorySeen> {
 }
 
 fn record(id: &str, body: &[u8]) -> Value {
-    Signed { source: "nectar", id, timestamp: 1_764_201_600, signature: "v1,unused", body, base64_body: false }
-        .sqs_record()
+    Signed { source: "nectar", id, timestamp: now(), signature: "v1,unused", body, base64_body: false }.sqs_record()
 }
 
 fn batch(records: Vec<Value>) -> SqsEvent {

@@ -47,6 +47,10 @@ fn failed(operation: &str, err: impl std::error::Error) -> StoreError {
 }
 
 impl SeenStore for DynamoSeen {
+    fn remembers(&self) -> Duration {
+        self.ttl
+    }
+
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         let now = now();
         let written = self
@@ -129,6 +133,13 @@ pub enum IdempotencyStore {
 }
 
 impl SeenStore for IdempotencyStore {
+    fn remembers(&self) -> Duration {
+        match self {
+            Self::Dynamo(store) => store.remembers(),
+            Self::Memory(store) => store.remembers(),
+        }
+    }
+
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         match self {
             Self::Dynamo(store) => store.claim(key).await,

@@ -11,9 +11,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// How long a delivery is remembered by default: past Svix's retry span
-/// (about 28 hours) and typical manual replays.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a delivery is remembered by default (`IDEMPOTENCY_TTL_DAYS`):
+/// longer than any copy of a webhook can still arrive. A message may wait 14
+/// days in the ingest queue, and its dead-letter copy starts a fresh 14 days
+/// in the dead-letter queue (28 in all), from which it can be re-sent by
+/// hand; Svix's own retries span about 28 hours. The router refuses to
+/// deliver anything older than this, less a margin (see
+/// [`crate::core::router`]), so an older copy fails rather than duplicates.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(35 * 24 * 3600);
 
 /// How long a claim blocks other deliveries of the same key; longer than the
 /// router's timeout, so only a crashed delivery's claim ever expires.
@@ -37,6 +42,9 @@ pub enum Claim {
 
 /// Keys of deliveries made or under way.
 pub trait SeenStore: Send + Sync {
+    /// How long a completed delivery is remembered: the router delivers
+    /// nothing older, so a late copy is never taken for a new webhook.
+    fn remembers(&self) -> Duration;
     fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, StoreError>> + Send;
     fn complete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn release(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -83,6 +91,10 @@ impl Default for InMemorySeen {
 }
 
 impl SeenStore for InMemorySeen {
+    fn remembers(&self) -> Duration {
+        self.ttl
+    }
+
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut entries = self.lock();

@@ -5,12 +5,14 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
-use crate::core::clock::{Clock as _, SystemClock};
+use crate::core::clock::{Clock, SystemClock};
 use crate::core::dedup::{Claim, SeenStore, StoreError};
 use crate::core::envelope::{DecodeError, Envelope};
 use crate::core::events::{Probe, probe};
 use crate::core::routing::{Destination, RouteTable};
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -50,6 +52,14 @@ pub enum RecordError {
     Delivery { failed: usize, total: usize, first: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Signed longer ago than the idempotency store remembers (less
+    /// [`AGE_MARGIN`]): whether it was delivered may be forgotten, so it goes
+    /// to the dead-letter queue rather than risk a second delivery.
+    #[error(
+        "signed {age_hours} h ago, past IDEMPOTENCY_TTL_DAYS ({ttl_days} days) less a 1-hour margin: delivering it \
+         could duplicate a delivery the idempotency store has forgotten"
+    )]
+    TooOld { age_hours: i64, ttl_days: u64 },
     /// Delivering it now would put it ahead of an earlier event about the
     /// same resource; it is retried with that one instead.
     #[error("an earlier event about the same resource ({0}) failed; kept in order")]
@@ -80,16 +90,28 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// How much younger than the idempotency store's memory a webhook must be to
+/// be delivered: room for the time between this check and the store's
+/// writes, and for clocks that disagree a little.
+pub const AGE_MARGIN: Duration = Duration::from_secs(3600);
+
 /// Routes webhooks by event type and delivers each to its destinations once.
 pub struct Router<D, S> {
     table: RouteTable,
     deliver: D,
     seen: S,
+    clock: Arc<dyn Clock>,
 }
 
 impl<D: Deliver, S: SeenStore> Router<D, S> {
     pub fn new(table: RouteTable, deliver: D, seen: S) -> Self {
-        Self { table, deliver, seen }
+        Self { table, deliver, seen, clock: Arc::new(SystemClock) }
+    }
+
+    /// The clock that webhooks' ages are measured by (the machine's by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Routes a batch: records about different resources concurrently, those
@@ -137,7 +159,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         };
         match outcome {
             Ok(routed) => {
-                let age_secs = signed_at.map(|t| SystemClock.now_unix().saturating_sub(t));
+                let age_secs = signed_at.map(|t| self.clock.now_unix().saturating_sub(t));
                 info!(
                     webhook_id,
                     event_type = %routed.event_type,
@@ -164,6 +186,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     }
 
     async fn route_probed(&self, envelope: &Envelope, probe: Probe) -> Result<Routed, RecordError> {
+        self.young_enough(envelope)?;
         let event_type = probe.event_type;
         let route =
             self.table.route(&event_type, &envelope.body).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
@@ -219,6 +242,26 @@ fn held_back(id: String, message: &Result<(Envelope, Probe), DecodeError>, resou
     Failure { id, reason }
 }
 
+impl<D, S: SeenStore> Router<D, S> {
+    /// Refuses a webhook signed longer ago than the idempotency store
+    /// remembers, less [`AGE_MARGIN`]: a copy re-sent by hand however late
+    /// then fails into the dead-letter queue instead of reaching a
+    /// destination a second time. Claim-checked payloads are kept as long
+    /// as the store remembers, so this also means the router never acts on
+    /// a pointer whose payload has expired.
+    fn young_enough(&self, envelope: &Envelope) -> Result<(), RecordError> {
+        let window = self.seen.remembers().saturating_sub(AGE_MARGIN);
+        let age = self.clock.now_unix().saturating_sub(envelope.timestamp);
+        if age > i64::try_from(window.as_secs()).unwrap_or(i64::MAX) {
+            return Err(RecordError::TooOld {
+                age_hours: age / 3600,
+                ttl_days: self.seen.remembers().as_secs() / 86_400,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
     format!("{}/{}/{destination}", envelope.source, envelope.id)
 }
@@ -226,7 +269,8 @@ fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::dedup::InMemorySeen;
+    use crate::core::clock::FixedClock;
+    use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen};
     use bytes::Bytes;
     use std::sync::Mutex;
 
@@ -248,12 +292,22 @@ mod tests {
         }
     }
 
+    /// When the test webhooks were signed.
+    const SIGNED_AT: i64 = 1_796_400_000;
+
     fn envelope(id: &str, body: &str) -> Envelope {
-        Envelope { source: "nectar".into(), id: id.into(), timestamp: 0, body: Bytes::copy_from_slice(body.as_bytes()) }
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        Envelope { source: "nectar".into(), id: id.into(), timestamp: SIGNED_AT, body }
+    }
+
+    /// A router whose clock reads `SIGNED_AT` plus `age`.
+    fn at_age<D: Deliver>(table: RouteTable, deliver: D, seen: InMemorySeen, age: Duration) -> Router<D, InMemorySeen> {
+        let now = SIGNED_AT + i64::try_from(age.as_secs()).unwrap();
+        Router::new(table, deliver, seen).with_clock(Arc::new(FixedClock(now)))
     }
 
     fn router(routes: &str) -> Router<Recorder, InMemorySeen> {
-        Router::new(RouteTable::parse(routes).unwrap(), Recorder::default(), InMemorySeen::default())
+        at_age(RouteTable::parse(routes).unwrap(), Recorder::default(), InMemorySeen::default(), Duration::ZERO)
     }
 
     fn ids(failures: &[Failure]) -> Vec<&str> {
@@ -299,7 +353,7 @@ mod tests {
     async fn the_same_webhook_twice_in_one_batch_is_delivered_once_and_the_copy_retried() {
         let router = router("*=stdout");
         let body = r#"{"eventType":"document.created"}"#;
-        let slow_first = Router::new(router.table.clone(), SlowOnce::default(), InMemorySeen::default());
+        let slow_first = at_age(router.table.clone(), SlowOnce::default(), InMemorySeen::default(), Duration::ZERO);
         let failed = slow_first.route_batch(vec![record("a", body), record("a", body)]).await;
         assert_eq!(failed.len(), 1, "the copy found the first delivery under way");
         assert_eq!(*slow_first.deliver.0.lock().unwrap(), 1);
@@ -326,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn one_resources_events_are_delivered_in_batch_order_others_alongside() {
         let table = RouteTable::parse("*=stdout").unwrap();
-        let router = Router::new(table, SlowFirst::default(), InMemorySeen::default());
+        let router = at_age(table, SlowFirst::default(), InMemorySeen::default(), Duration::ZERO);
         let failed = router
             .route_batch(vec![
                 record("a1", r#"{"eventType":"document.created.v2","id":"doc-a"}"#),
@@ -357,7 +411,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failure_a_resources_later_events_wait_for_the_retry_and_arrive_in_order() {
         let table = RouteTable::parse("*=stdout").unwrap();
-        let router = Router::new(table, FailsA1Once::default(), InMemorySeen::default());
+        let router = at_age(table, FailsA1Once::default(), InMemorySeen::default(), Duration::ZERO);
         let batch = || {
             vec![
                 record("a1", r#"{"eventType":"document.created.v2","id":"doc-a"}"#),
@@ -413,5 +467,24 @@ mod tests {
         let router = router("document.*=stdout");
         let failed = router.route_batch(vec![record("a", r#"{"eventType":"connection.created"}"#)]).await;
         assert_eq!(ids(&failed), ["sqs-a"]);
+    }
+
+    #[tokio::test]
+    async fn a_webhook_older_than_the_store_remembers_fails_instead_of_risking_a_duplicate() {
+        let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+        let table = RouteTable::parse("*=stdout").unwrap();
+        let seen = || InMemorySeen::new(days(35), DEFAULT_LEASE, 10);
+        let body = r#"{"eventType":"document.created.v2"}"#;
+
+        let just_in_time = at_age(table.clone(), Recorder::default(), seen(), days(35) - AGE_MARGIN);
+        assert!(just_in_time.route_batch(vec![record("a", body)]).await.is_empty());
+        assert_eq!(just_in_time.deliver.0.lock().unwrap().len(), 1);
+
+        let late = at_age(table, Recorder::default(), seen(), days(35) - AGE_MARGIN + Duration::from_secs(1));
+        let failed = late.route_batch(vec![record("a", body)]).await;
+        assert_eq!(ids(&failed), ["sqs-a"]);
+        assert!(failed[0].reason.contains("IDEMPOTENCY_TTL_DAYS (35 days)"), "{}", failed[0].reason);
+        assert!(failed[0].reason.contains("could duplicate"), "{}", failed[0].reason);
+        assert!(late.deliver.0.lock().unwrap().is_empty(), "not delivered");
     }
 }
