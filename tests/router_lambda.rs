@@ -12,7 +12,7 @@ use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::idempotency::DynamoSeen;
 use nectar_webhooks::adapters::lambda_router::{DeadLetters, SqsBatchHandler};
 use nectar_webhooks::cli::lambda_events::Signed;
-use nectar_webhooks::core::dedup::{DEFAULT_LEASE, DEFAULT_TTL, InMemorySeen, SeenStore};
+use nectar_webhooks::core::dedup::{Claim, DEFAULT_LEASE, DEFAULT_TTL, InMemorySeen, SeenStore, StoreError};
 use nectar_webhooks::core::envelope::{
     ATTR_EVENT_TYPE, ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, ATTR_ROUTE,
 };
@@ -237,6 +237,50 @@ async fn with_dynamodb_the_same_webhook_reaches_each_destination_once_across_con
     assert!(failed_ids(&container_a.handle(batch(vec![record("msg_twice", &body)])).await).is_empty());
     assert_eq!(drain(&sqs, &queue, 1).await.len(), 1);
     assert_eq!(lines(&file).len(), 1);
+}
+
+#[tokio::test]
+async fn in_dynamodb_only_a_claims_owner_completes_or_releases_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let dynamodb = dynamodb_client();
+    let table = create_idempotency_table(&dynamodb).await;
+    let store = DynamoSeen::new(dynamodb.clone(), &table, DEFAULT_TTL, DEFAULT_LEASE);
+    let acquire = async |key: &str| match store.claim(key).await.unwrap() {
+        Claim::Acquired(lease) => lease,
+        other => panic!("{other:?}"),
+    };
+    let owner = async || {
+        let item = dynamodb.get_item().table_name(&table).key("key", AttributeValue::S("k".into())).send().await;
+        item.unwrap().item.unwrap().get("owner").map(|o| o.as_s().unwrap().clone())
+    };
+
+    let stale = acquire("k").await;
+    assert_eq!(store.claim("k").await.unwrap(), Claim::InProgress);
+    // The stale delivery's lease runs out.
+    dynamodb
+        .update_item()
+        .table_name(&table)
+        .key("key", AttributeValue::S("k".into()))
+        .update_expression("SET lease_until = :past")
+        .expression_attribute_values(":past", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let live = acquire("k").await;
+    assert_ne!(stale, live);
+
+    store.release("k", &stale).await.unwrap();
+    assert_eq!(owner().await.as_deref(), Some(live.owner()), "the live claim stands");
+    assert!(matches!(store.complete("k", &stale).await, Err(StoreError::LeaseLost(key)) if key == "k"));
+    assert_eq!(store.claim("k").await.unwrap(), Claim::InProgress);
+
+    store.complete("k", &live).await.unwrap();
+    store.release("k", &stale).await.unwrap();
+    store.release("k", &live).await.unwrap();
+    assert_eq!(store.claim("k").await.unwrap(), Claim::AlreadyDelivered, "a completed key stays delivered");
+    let released = acquire("r").await;
+    store.release("r", &released).await.unwrap();
+    acquire("r").await;
 }
 
 #[tokio::test]

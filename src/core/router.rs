@@ -6,7 +6,7 @@
 //! [`Deliver`] port's business.
 
 use crate::core::clock::{Clock, SystemClock};
-use crate::core::dedup::{Claim, SeenStore, StoreError};
+use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
 use crate::core::envelope::{DecodeError, Envelope};
 use crate::core::events::{Probe, probe};
 use crate::core::routing::{Destination, RouteTable};
@@ -94,6 +94,10 @@ pub struct Failure {
 /// be delivered: room for the time between this check and the store's
 /// writes, and for clocks that disagree a little.
 pub const AGE_MARGIN: Duration = Duration::from_secs(3600);
+
+/// How many times a delivered key's completion is tried before the router
+/// gives up on remembering it (see [`Router::remember_delivered`]).
+const COMPLETE_ATTEMPTS: u32 = 3;
 
 /// Routes webhooks by event type and delivers each to its destinations once.
 pub struct Router<D, S> {
@@ -200,7 +204,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
         for destination in &route.destinations {
             let key = idempotency_key(envelope, destination);
-            match self.seen.claim(&key).await? {
+            let lease = match self.seen.claim(&key).await? {
                 Claim::AlreadyDelivered => {
                     warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
                     duplicates += 1;
@@ -210,15 +214,15 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                     failures.push(format!("{destination}: a delivery of the same webhook is under way"));
                     continue;
                 }
-                Claim::Acquired => {}
-            }
+                Claim::Acquired(lease) => lease,
+            };
             match self.deliver.deliver(destination, &delivery).await {
                 Ok(()) => {
-                    self.seen.complete(&key).await?;
+                    self.remember_delivered(envelope, destination, &key, &lease).await;
                     delivered += 1;
                 }
                 Err(err) => {
-                    self.seen.release(&key).await?;
+                    self.seen.release(&key, &lease).await?;
                     failures.push(format!("{destination}: {err}"));
                 }
             }
@@ -243,6 +247,32 @@ fn held_back(id: String, message: &Result<(Envelope, Probe), DecodeError>, resou
 }
 
 impl<D, S: SeenStore> Router<D, S> {
+    /// Completes a delivered key, trying [`COMPLETE_ATTEMPTS`] times. The
+    /// delivery happened, so it counts as delivered even if completing keeps
+    /// failing: reporting the record failed would have this router deliver it
+    /// again on the retry. What is left is a window: the key stays claimed
+    /// (`delivering`) until its lease ends ([`crate::core::dedup::DEFAULT_LEASE`]
+    /// after the claim); a copy of the webhook arriving before then finds the
+    /// delivery under way and is retried, but one arriving after it (a
+    /// retry of such a copy, a later re-send) is delivered a second time.
+    async fn remember_delivered(&self, envelope: &Envelope, destination: &Destination, key: &str, lease: &Lease) {
+        for attempt in 1..=COMPLETE_ATTEMPTS {
+            match self.seen.complete(key, lease).await {
+                Ok(()) => return,
+                Err(err @ StoreError::LeaseLost(_)) => {
+                    error!(webhook_id = %envelope.id, %destination, error = %err,
+                        "delivered after the claim expired; another delivery may duplicate it");
+                    return;
+                }
+                Err(err) if attempt < COMPLETE_ATTEMPTS => {
+                    warn!(webhook_id = %envelope.id, %destination, attempt, error = %err, "delivered; completing again");
+                }
+                Err(err) => error!(webhook_id = %envelope.id, %destination, error = %err,
+                    "delivered, but not remembered; a copy arriving after the claim's lease may be delivered again"),
+            }
+        }
+    }
+
     /// Refuses a webhook signed longer ago than the idempotency store
     /// remembers, less [`AGE_MARGIN`]: a copy re-sent by hand however late
     /// then fails into the dead-letter queue instead of reaching a
@@ -428,6 +458,71 @@ mod tests {
         let retry: Vec<Record> = batch().into_iter().filter(|r| failed.iter().any(|f| f.id == r.id)).collect();
         assert!(router.route_batch(retry).await.is_empty());
         assert_eq!(router.deliver.0.lock().unwrap().1, ["b1", "a1", "a2", "a3"]);
+    }
+
+    /// An in-memory store whose `complete` fails its first `failures` calls.
+    struct FlakyComplete {
+        inner: InMemorySeen,
+        failures: Mutex<u32>,
+        completes: Mutex<u32>,
+    }
+
+    impl FlakyComplete {
+        fn failing(failures: u32) -> Self {
+            Self { inner: InMemorySeen::default(), failures: Mutex::new(failures), completes: Mutex::new(0) }
+        }
+    }
+
+    impl SeenStore for FlakyComplete {
+        fn remembers(&self) -> Duration {
+            self.inner.remembers()
+        }
+        async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+            self.inner.claim(key).await
+        }
+        async fn complete(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
+            *self.completes.lock().unwrap() += 1;
+            let fail = {
+                let mut failures = self.failures.lock().unwrap();
+                let fail = *failures > 0;
+                *failures = failures.saturating_sub(1);
+                fail
+            };
+            if fail {
+                return Err(StoreError::Unavailable("throttled".into()));
+            }
+            self.inner.complete(key, lease).await
+        }
+        async fn release(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
+            self.inner.release(key, lease).await
+        }
+    }
+
+    fn flaky_router(failures: u32) -> Router<Recorder, FlakyComplete> {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        Router::new(table, Recorder::default(), FlakyComplete::failing(failures))
+            .with_clock(Arc::new(FixedClock(SIGNED_AT)))
+    }
+
+    #[tokio::test]
+    async fn completing_a_delivery_is_retried_and_then_remembered() {
+        let router = flaky_router(COMPLETE_ATTEMPTS - 1);
+        let body = r#"{"eventType":"document.created.v2"}"#;
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty());
+        assert_eq!(*router.seen.completes.lock().unwrap(), COMPLETE_ATTEMPTS);
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty(), "a duplicate, skipped");
+        assert_eq!(router.deliver.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_cannot_be_completed_still_counts_and_its_lease_keeps_copies_out() {
+        let router = flaky_router(u32::MAX);
+        let body = r#"{"eventType":"document.created.v2"}"#;
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty(), "not failed: it was delivered");
+        assert_eq!(*router.seen.completes.lock().unwrap(), COMPLETE_ATTEMPTS);
+        let copy = router.route_batch(vec![record("a", body)]).await;
+        assert!(copy[0].reason.contains("under way"), "{copy:?}");
+        assert_eq!(router.deliver.0.lock().unwrap().len(), 1, "delivered once");
     }
 
     /// Counts deliveries; yields once inside each, as a network call would.
