@@ -64,7 +64,7 @@ fn main() {
         "sqs_batch_of_10_to_response".into(),
         Box::new(|| {
             let router = Router::new(table.clone(), Accepting(Arc::clone(&delivered)), InMemorySeen::default());
-            let handler = SqsBatchHandler { router, dead_letters: None, payload_store: None };
+            let handler = SqsBatchHandler { router, dead_letters: None };
             let response = runtime.block_on(async {
                 let event: SqsEvent = serde_json::from_slice(black_box(&event)).unwrap();
                 serde_json::to_vec(&handler.handle(event).await).unwrap()

@@ -32,7 +32,7 @@ fn destinations() -> Destinations {
 fn handler_with<S: SeenStore>(routes: &str, destinations: Destinations, store: S) -> SqsBatchHandler<Destinations, S> {
     let table = RouteTable::parse(routes).unwrap();
     destinations.check(&table).unwrap();
-    SqsBatchHandler { router: Router::new(table, destinations, store), dead_letters: None, payload_store: None }
+    SqsBatchHandler { router: Router::new(table, destinations, store), dead_letters: None }
 }
 
 fn handler(routes: &str) -> SqsBatchHandler<Destinations, InMemorySeen> {

@@ -82,7 +82,6 @@ async fn every_router_sample_is_routed_and_only_poison_fails() {
         router: Router::new(routes, Destinations::default(), InMemorySeen::default())
             .with_clock(Arc::new(FixedClock(SIGNED_AT + 60))),
         dead_letters: None,
-        payload_store: None,
     };
     for file in json_files(&project_dir().join("events/router")) {
         let event: SqsEvent = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();

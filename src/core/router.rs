@@ -5,13 +5,18 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
+use crate::core::claim_check::{self, PayloadStore};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
-use crate::core::envelope::{DecodeError, Envelope};
+use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope};
 use crate::core::events::{Probe, probe};
 use crate::core::routing::{Destination, RouteTable};
+use futures_util::StreamExt as _;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -64,6 +69,10 @@ pub enum RecordError {
     /// same resource; it is retried with that one instead.
     #[error("an earlier event about the same resource ({0}) failed; kept in order")]
     HeldBack(String),
+    /// An earlier record's payload could not be fetched, so its resource is
+    /// unknown: it may be this one's, so this one waits too.
+    #[error("an earlier event's payload could not be fetched and may be about the same resource; kept in order")]
+    HeldBackUnknown,
 }
 
 /// What happened to a record that was fully handled.
@@ -81,6 +90,19 @@ pub struct Record {
     /// The queue's id for the message, reported back when it failed.
     pub id: String,
     pub message: Result<Envelope, DecodeError>,
+    /// Where the payload is when it travelled by claim check (the envelope's
+    /// body is then empty): the router fetches it when the record's turn
+    /// comes (see [`Router::route_batch`]).
+    pub claim_check: Option<String>,
+}
+
+impl Record {
+    /// A record read from a queue message, its claim-checked payload (if
+    /// any) left where it is.
+    pub fn from_queue_message<'a>(id: String, body: &str, attribute: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let claim_check = attribute(ATTR_CLAIM_CHECK).map(str::to_owned);
+        Self { id, message: Envelope::from_queue_message(body, attribute), claim_check }
+    }
 }
 
 /// A record that was not fully delivered, and why.
@@ -105,16 +127,23 @@ pub struct Router<D, S> {
     deliver: D,
     seen: S,
     clock: Arc<dyn Clock>,
+    payloads: Option<Arc<dyn PayloadStore>>,
 }
 
 impl<D: Deliver, S: SeenStore> Router<D, S> {
     pub fn new(table: RouteTable, deliver: D, seen: S) -> Self {
-        Self { table, deliver, seen, clock: Arc::new(SystemClock) }
+        Self { table, deliver, seen, clock: Arc::new(SystemClock), payloads: None }
     }
 
     /// The clock that webhooks' ages are measured by (the machine's by default).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Where claim-checked payloads are fetched from.
+    pub fn with_payload_store(mut self, store: Arc<dyn PayloadStore>) -> Self {
+        self.payloads = Some(store);
         self
     }
 
@@ -125,32 +154,106 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     /// are reported failed without being delivered, so none overtakes it on
     /// the retry; that is also what AWS asks of a FIFO queue's batch (the
     /// failed record and every later one of its message group). Returns the
-    /// records that failed, so the queue redelivers only them.
+    /// records that failed, in batch order, so the queue redelivers only them.
+    ///
+    /// Claim-checked payloads are fetched as the batch is read, in order, at
+    /// most [`PAYLOADS_AT_ONCE`] held at a time (being fetched, waiting in
+    /// their lane, or being delivered): a record's lane is known only once
+    /// its payload is, and a batch of ten payloads of several megabytes each
+    /// would not fit a small function's memory all at once.
     pub async fn route_batch(&self, records: Vec<Record>) -> Vec<Failure> {
-        type Probed = (String, Result<(Envelope, Probe), DecodeError>);
-        let mut lanes: Vec<(Option<String>, Vec<Probed>)> = Vec::new();
-        for Record { id, message } in records {
-            let message = message.map(|e| {
-                let probe = probe(&e.source, &e.body);
-                (e, probe)
-            });
-            let resource = message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
-            match lanes.iter_mut().find(|(key, _)| resource.is_some() && *key == resource) {
-                Some((_, lane)) => lane.push((id, message)),
-                None => lanes.push((resource, vec![(id, message)])),
-            }
-        }
-        let lanes = lanes.into_iter().map(|(resource, lane)| async move {
-            let mut failures: Vec<Failure> = Vec::new();
-            for (id, message) in lane {
-                match (&resource, failures.is_empty()) {
-                    (Some(resource), false) => failures.push(held_back(id, &message, resource)),
-                    _ => failures.extend(self.route_logged(id, message).await),
+        let mut records = records.into_iter().enumerate().peekable();
+        let mut fetching = FuturesOrdered::new();
+        let mut routing = FuturesUnordered::new();
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut payloads_held = 0;
+        let mut unreadable_before = false;
+        let mut failures: Vec<(usize, Failure)> = Vec::new();
+        loop {
+            for (lane_index, lane) in lanes.iter_mut().enumerate().filter(|(_, lane)| !lane.busy) {
+                while let Some(ready) = lane.waiting.pop_front() {
+                    if let Some(reason) = &lane.held_back {
+                        payloads_held -= usize::from(ready.holds_payload);
+                        failures.push((ready.index, held_back(ready, reason)));
+                        continue;
+                    }
+                    lane.busy = true;
+                    routing.push(self.route_in_lane(lane_index, ready));
+                    break;
                 }
             }
-            failures
+            while let Some((index, record)) =
+                records.next_if(|(_, r)| r.claim_check.is_none() || payloads_held < PAYLOADS_AT_ONCE)
+            {
+                payloads_held += usize::from(record.claim_check.is_some());
+                fetching.push_back(self.read(index, record));
+            }
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(Some(routed)) = routing.poll_next_unpin(cx) {
+                    return Poll::Ready(Some(Event::Routed(routed)));
+                }
+                match fetching.poll_next_unpin(cx) {
+                    Poll::Ready(Some(ready)) => Poll::Ready(Some(Event::Read(ready))),
+                    Poll::Ready(None) if routing.is_empty() => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            });
+            match event.await {
+                None => break,
+                Some(Event::Read(ready)) => {
+                    let resource = ready.message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
+                    if unreadable_before {
+                        payloads_held -= usize::from(ready.holds_payload);
+                        let reason = RecordError::HeldBackUnknown.to_string();
+                        failures.push((ready.index, held_back(ready, &reason)));
+                        continue;
+                    }
+                    unreadable_before = matches!(ready.message, Err(DecodeError::PayloadUnavailable(_)));
+                    match lanes.iter_mut().find(|lane| resource.is_some() && lane.resource == resource) {
+                        Some(lane) => lane.waiting.push_back(ready),
+                        None => lanes.push(Lane { resource, waiting: [ready].into(), busy: false, held_back: None }),
+                    }
+                }
+                Some(Event::Routed((lane_index, index, failure, held))) => {
+                    payloads_held -= usize::from(held);
+                    let lane = &mut lanes[lane_index];
+                    lane.busy = false;
+                    if let Some(failure) = failure {
+                        lane.held_back = lane.resource.as_ref().map(|r| RecordError::HeldBack(r.clone()).to_string());
+                        failures.push((index, failure));
+                    }
+                }
+            }
+        }
+        failures.sort_by_key(|(index, _)| *index);
+        failures.into_iter().map(|(_, failure)| failure).collect()
+    }
+
+    /// A record as its lane needs it: its claim-checked payload fetched, its
+    /// event type and resource read.
+    async fn read(&self, index: usize, record: Record) -> Ready {
+        let Record { id, message, claim_check } = record;
+        let holds_payload = claim_check.is_some();
+        let message = match (message, claim_check) {
+            (Ok(envelope), Some(reference)) => {
+                claim_check::resolve(self.payloads.as_deref(), envelope, Some(&reference))
+                    .await
+                    .map_err(|err| DecodeError::PayloadUnavailable(err.to_string()))
+            }
+            (message, _) => message,
+        };
+        let message = message.map(|envelope| {
+            let probe = probe(&envelope.source, &envelope.body);
+            (envelope, probe)
         });
-        futures_util::future::join_all(lanes).await.into_iter().flatten().collect()
+        Ready { index, id, message, holds_payload }
+    }
+
+    /// Routes a lane's next record; says which lane, which record, whether
+    /// it failed, and whether it held a claim-checked payload.
+    async fn route_in_lane(&self, lane: usize, ready: Ready) -> (usize, usize, Option<Failure>, bool) {
+        let Ready { index, id, message, holds_payload } = ready;
+        (lane, index, self.route_logged(id, message).await, holds_payload)
     }
 
     /// Routes one record and logs the outcome; returns it if it failed.
@@ -238,12 +341,40 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     }
 }
 
-/// Reports a record not attempted because an earlier one of its resource failed.
-fn held_back(id: String, message: &Result<(Envelope, Probe), DecodeError>, resource: &str) -> Failure {
-    let webhook_id = message.as_ref().map_or("-", |(e, _)| e.id.as_str());
-    let reason = RecordError::HeldBack(resource.to_owned()).to_string();
-    warn!(webhook_id, message_id = %id, resource, "webhook held back behind an earlier failure; will be retried");
-    Failure { id, reason }
+/// How many claim-checked payloads a batch holds in memory at once.
+pub const PAYLOADS_AT_ONCE: usize = 2;
+
+/// A record read and probed, waiting for its turn in its lane.
+struct Ready {
+    /// Its place in the batch.
+    index: usize,
+    id: String,
+    message: Result<(Envelope, Probe), DecodeError>,
+    /// Whether it counts against [`PAYLOADS_AT_ONCE`] until routed.
+    holds_payload: bool,
+}
+
+/// The records about one resource (or one record about none), in batch order.
+struct Lane {
+    resource: Option<String>,
+    waiting: VecDeque<Ready>,
+    /// A record of the lane is being routed.
+    busy: bool,
+    /// Why the lane's later records are not attempted: an earlier one failed.
+    held_back: Option<String>,
+}
+
+/// What `route_batch` waits for.
+enum Event {
+    Read(Ready),
+    Routed((usize, usize, Option<Failure>, bool)),
+}
+
+/// Reports a record not attempted because an earlier one failed.
+fn held_back(ready: Ready, reason: &str) -> Failure {
+    let webhook_id = ready.message.as_ref().map_or("-", |(e, _)| e.id.as_str());
+    warn!(webhook_id, message_id = %ready.id, reason, "webhook held back behind an earlier failure; will be retried");
+    Failure { id: ready.id, reason: reason.to_owned() }
 }
 
 impl<D, S: SeenStore> Router<D, S> {
@@ -345,7 +476,7 @@ mod tests {
     }
 
     fn record(id: &str, body: &str) -> Record {
-        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)) }
+        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)), claim_check: None }
     }
 
     #[tokio::test]
@@ -525,6 +656,108 @@ mod tests {
         assert_eq!(router.deliver.0.lock().unwrap().len(), 1, "delivered once");
     }
 
+    /// Payloads by reference (`mem://KEY`); counts fetches begun, and the
+    /// most payloads held at once: fetched or being fetched, not yet delivered.
+    #[derive(Default)]
+    struct Payloads {
+        bodies: Mutex<std::collections::HashMap<String, Bytes>>,
+        fetched: Mutex<usize>,
+        delivered: Mutex<usize>,
+        most_held: Mutex<usize>,
+    }
+
+    impl PayloadStore for Payloads {
+        fn put<'a>(&'a self, key: &'a str, body: &'a [u8]) -> claim_check::StoreFuture<'a, String> {
+            self.bodies.lock().unwrap().insert(key.to_owned(), Bytes::copy_from_slice(body));
+            Box::pin(async move { Ok(format!("mem://{key}")) })
+        }
+
+        fn get<'a>(&'a self, reference: &'a str) -> claim_check::StoreFuture<'a, Bytes> {
+            Box::pin(async move {
+                let held = {
+                    let mut fetched = self.fetched.lock().unwrap();
+                    *fetched += 1;
+                    *fetched - *self.delivered.lock().unwrap()
+                };
+                {
+                    let mut most_held = self.most_held.lock().unwrap();
+                    *most_held = (*most_held).max(held);
+                }
+                tokio::task::yield_now().await;
+                let key = reference.trim_start_matches("mem://");
+                let body = self.bodies.lock().unwrap().get(key).cloned();
+                body.ok_or_else(|| claim_check::ClaimCheckError(format!("{key}: no such payload")))
+            })
+        }
+    }
+
+    /// Delivers in order of arrival, yielding twice as a network call would,
+    /// and tells the payload store each delivery is done.
+    struct Counted(Arc<Payloads>, Mutex<Vec<String>>);
+
+    impl Deliver for Counted {
+        async fn deliver(&self, _: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            self.1.lock().unwrap().push(delivery.envelope.id.clone());
+            *self.0.delivered.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    /// A record whose payload waits in `payloads` under its id.
+    fn claim_checked(payloads: &Payloads, id: &str, body: &str) -> Record {
+        payloads.bodies.lock().unwrap().insert(id.to_owned(), Bytes::copy_from_slice(body.as_bytes()));
+        let mut envelope = envelope(id, "");
+        envelope.body = Bytes::new();
+        Record { id: format!("sqs-{id}"), message: Ok(envelope), claim_check: Some(format!("mem://{id}")) }
+    }
+
+    fn claim_checking_router(payloads: &Arc<Payloads>) -> Router<Counted, InMemorySeen> {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        at_age(table, Counted(Arc::clone(payloads), Mutex::default()), InMemorySeen::default(), Duration::ZERO)
+            .with_payload_store(Arc::clone(payloads) as Arc<dyn PayloadStore>)
+    }
+
+    #[tokio::test]
+    async fn claim_checked_payloads_are_fetched_in_turn_and_few_are_held_at_once() {
+        let payloads = Arc::new(Payloads::default());
+        let router = claim_checking_router(&payloads);
+        let event = |resource: &str| format!(r#"{{"eventType":"document.updated.v2","id":"{resource}"}}"#);
+        let mut batch: Vec<Record> =
+            (1..=8).map(|n| claim_checked(&payloads, &format!("big{n}"), &event(&format!("doc-{}", n % 3)))).collect();
+        batch.insert(3, record("small", &event("doc-1")));
+        assert!(router.route_batch(batch).await.is_empty());
+
+        assert_eq!(*payloads.fetched.lock().unwrap(), 8, "each payload fetched once");
+        let most_held = *payloads.most_held.lock().unwrap();
+        assert!(most_held <= PAYLOADS_AT_ONCE, "{most_held} payloads held at once");
+        let delivered = router.deliver.1.lock().unwrap().clone();
+        assert_eq!(delivered.len(), 9);
+        let order = |ids: &[&str]| -> Vec<usize> {
+            ids.iter().map(|id| delivered.iter().position(|d| d == id).unwrap()).collect()
+        };
+        for lane in [&["big3", "big6"][..], &["big1", "small", "big4", "big7"], &["big2", "big5", "big8"]] {
+            let positions = order(lane);
+            assert!(positions.is_sorted(), "{lane:?} in batch order: {delivered:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_cannot_be_fetched_holds_back_the_records_after_it() {
+        let payloads = Arc::new(Payloads::default());
+        let router = claim_checking_router(&payloads);
+        let body = r#"{"eventType":"document.created.v2","id":"doc-a"}"#;
+        let mut gone = claim_checked(&payloads, "gone", body);
+        gone.claim_check = Some("mem://missing".into());
+        let batch = vec![record("before", body), gone, record("after", r#"{"eventType":"document.created.v2"}"#)];
+        let failed = router.route_batch(batch).await;
+        assert_eq!(ids(&failed), ["sqs-gone", "sqs-after"]);
+        assert!(failed[0].reason.contains("missing: no such payload"), "{}", failed[0].reason);
+        assert!(failed[1].reason.contains("payload could not be fetched"), "{}", failed[1].reason);
+        assert_eq!(*router.deliver.1.lock().unwrap(), ["before"]);
+    }
+
     /// Counts deliveries; yields once inside each, as a network call would.
     #[derive(Default)]
     struct SlowOnce(Mutex<u32>);
@@ -543,7 +776,11 @@ mod tests {
         let failed = router
             .route_batch(vec![
                 record("a", r#"{"eventType":"document.created"}"#),
-                Record { id: "sqs-poison".into(), message: Err(DecodeError::MissingAttribute("webhook-id")) },
+                Record {
+                    id: "sqs-poison".into(),
+                    message: Err(DecodeError::MissingAttribute("webhook-id")),
+                    claim_check: None,
+                },
                 record("b", r#"{"eventType":"connection.created"}"#),
             ])
             .await;
