@@ -15,6 +15,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use interleaved::Closure;
 use nectar_webhooks::adapters::lambda_router::SqsBatchHandler;
 use nectar_webhooks::cli::lambda_events::Signed;
+use nectar_webhooks::core::clock::{Clock as _, SystemClock};
 use nectar_webhooks::core::dedup::InMemorySeen;
 use nectar_webhooks::core::router::{Deliver, Delivery, DeliveryError, Router};
 use nectar_webhooks::core::routing::{Destination, RouteTable};
@@ -39,17 +40,12 @@ impl Deliver for Accepting {
 /// Ten 10 KiB document webhooks as ingest queued them, as one SQS event.
 fn batch() -> Vec<u8> {
     let body = payload::document_payload(10 * 1024);
+    let now = SystemClock.now_unix();
     let records: Vec<Value> = (0..BATCH)
         .map(|n| {
             let id = format!("msg_bench_{n:04}");
-            let signed = Signed {
-                source: "nectar",
-                id: &id,
-                timestamp: 1_764_201_600,
-                signature: "",
-                body: &body,
-                base64_body: false,
-            };
+            let signed =
+                Signed { source: "nectar", id: &id, timestamp: now, signature: "", body: &body, base64_body: false };
             signed.sqs_record()
         })
         .collect();
@@ -68,7 +64,7 @@ fn main() {
         "sqs_batch_of_10_to_response".into(),
         Box::new(|| {
             let router = Router::new(table.clone(), Accepting(Arc::clone(&delivered)), InMemorySeen::default());
-            let handler = SqsBatchHandler { router, dead_letters: None, payload_store: None };
+            let handler = SqsBatchHandler { router, dead_letters: None };
             let response = runtime.block_on(async {
                 let event: SqsEvent = serde_json::from_slice(black_box(&event)).unwrap();
                 serde_json::to_vec(&handler.handle(event).await).unwrap()

@@ -30,8 +30,11 @@ pub const MAX_QUEUE_MESSAGE_BYTES: &str = "MAX_QUEUE_MESSAGE_BYTES";
 pub const WEBHOOK_TOLERANCE_SECS: &str = "WEBHOOK_TOLERANCE_SECS";
 /// The DynamoDB table that makes delivery once-per-destination durable.
 pub const IDEMPOTENCY_TABLE: &str = "IDEMPOTENCY_TABLE";
-/// How long deliveries are remembered, in seconds (default 7 days).
-pub const IDEMPOTENCY_TTL_SECS: &str = "IDEMPOTENCY_TTL_SECS";
+/// How long deliveries are remembered, in whole days (default 35): also the
+/// age past which the router refuses a webhook rather than risk delivering
+/// it twice. At least 29: a message can spend 14 days in the ingest queue and
+/// 14 more in the dead-letter queue before it is re-sent.
+pub const IDEMPOTENCY_TTL_DAYS: &str = "IDEMPOTENCY_TTL_DAYS";
 /// The router's dead-letter queue: records that failed `MAX_RECEIVE_COUNT`
 /// times are moved there with the reason attached.
 pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
@@ -166,7 +169,7 @@ impl RouterConfig {
         Ok(Self {
             routes: routes_from_text(ROUTES, &lookup(ROUTES).unwrap_or_default())?,
             idempotency_table: present(IDEMPOTENCY_TABLE),
-            idempotency_ttl: Duration::from_secs(number(&lookup, IDEMPOTENCY_TTL_SECS, DEFAULT_TTL.as_secs())?),
+            idempotency_ttl: idempotency_ttl(&lookup)?,
             dead_letter_queue_url: present(DEAD_LETTER_QUEUE_URL),
             max_receive_count: number(&lookup, MAX_RECEIVE_COUNT, 5)?,
             claim_check_bucket: present(CLAIM_CHECK_BUCKET),
@@ -176,6 +179,18 @@ impl RouterConfig {
                 Limits::default().max_queue_message_bytes,
             )?,
         })
+    }
+}
+
+/// [`IDEMPOTENCY_TTL_DAYS`] as a duration; zero days would refuse every webhook.
+fn idempotency_ttl(lookup: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    const DAY_SECS: u64 = 24 * 3600;
+    match number(lookup, IDEMPOTENCY_TTL_DAYS, DEFAULT_TTL.as_secs() / DAY_SECS)? {
+        0 => Err(ConfigError::Invalid { variable: IDEMPOTENCY_TTL_DAYS, reason: "must be at least 1 day".into() }),
+        days => days
+            .checked_mul(DAY_SECS)
+            .map(Duration::from_secs)
+            .ok_or_else(|| ConfigError::Invalid { variable: IDEMPOTENCY_TTL_DAYS, reason: "too large".into() }),
     }
 }
 
@@ -252,6 +267,13 @@ mod tests {
         assert_eq!(config.routes, RouteTable::everything_to_stdout());
         assert_eq!((config.idempotency_ttl, config.max_receive_count), (DEFAULT_TTL, 5));
         assert!(config.idempotency_table.is_none() && config.dead_letter_queue_url.is_none());
+        assert_eq!(DEFAULT_TTL, Duration::from_secs(35 * 24 * 3600));
+        let days = |value: &'static str| {
+            RouterConfig::from_lookup(move |name| (name == IDEMPOTENCY_TTL_DAYS).then(|| value.to_owned()))
+        };
+        assert_eq!(days("29").unwrap().idempotency_ttl, Duration::from_secs(29 * 24 * 3600));
+        assert!(days("0").unwrap_err().to_string().starts_with("IDEMPOTENCY_TTL_DAYS: must be at least 1 day"));
+        assert!(days("604800s").unwrap_err().to_string().starts_with("IDEMPOTENCY_TTL_DAYS"));
         let err = RouterConfig::from_lookup(|name| (name == ROUTES).then(|| "*=nowhere".to_owned())).unwrap_err();
         assert!(err.to_string().starts_with("ROUTES: unknown destination"), "{err}");
     }

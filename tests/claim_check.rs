@@ -91,9 +91,10 @@ async fn a_payload_over_the_queue_limit_goes_by_s3_and_arrives_whole() {
     let table = RouteTable::parse(&format!("*={destination},file:{}", out.display())).unwrap();
     let destinations = Destinations::default().with_sqs(sqs.clone()).with_payload_store(Arc::clone(&store), 256 * 1024);
     let handler = SqsBatchHandler {
-        router: Router::new(table, destinations, InMemorySeen::default()),
+        router: Router::new(table, destinations, InMemorySeen::default())
+            .with_clock(Arc::new(FixedClock(NOW)))
+            .with_payload_store(Arc::clone(&store)),
         dead_letters: None,
-        payload_store: Some(Arc::clone(&store)),
     };
     let attributes: serde_json::Map<String, Value> = queued[0]
         .message_attributes()
@@ -122,9 +123,8 @@ async fn a_missing_payload_fails_the_record_so_it_is_retried() {
     let (store, bucket) = bucket().await;
     let table = RouteTable::parse("*=drop").unwrap();
     let handler = SqsBatchHandler {
-        router: Router::new(table, Destinations::default(), InMemorySeen::default()),
+        router: Router::new(table, Destinations::default(), InMemorySeen::default()).with_payload_store(store),
         dead_letters: None,
-        payload_store: Some(store),
     };
     let attribute = |value: &str| json!({"stringValue": value, "dataType": "String"});
     let event = serde_json::from_value(json!({"Records": [{"messageId": "m1", "body": "", "messageAttributes": {

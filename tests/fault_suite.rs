@@ -319,7 +319,6 @@ async fn router_faults_retry_then_deliver_dead_letter_then_redrive_once() {
             InMemorySeen::default(),
         ),
         dead_letters: None,
-        payload_store: None,
     };
     proxy.set(Fault::Refuse);
     let mut rounds_down = 0;
@@ -357,7 +356,6 @@ async fn router_faults_retry_then_deliver_dead_letter_then_redrive_once() {
             InMemorySeen::default(),
         ),
         dead_letters: None,
-        payload_store: None,
     };
     let mut rounds = 0;
     while event_source_round(&client, &ingest, &broken_handler).await > 0 && rounds < 50 {
@@ -380,7 +378,6 @@ async fn router_faults_retry_then_deliver_dead_letter_then_redrive_once() {
             InMemorySeen::default(),
         ),
         dead_letters: None,
-        payload_store: None,
     };
     let mut rounds = 0;
     while event_source_round(&client, &ingest, &fixed).await > 0 && rounds < 50 {

@@ -12,7 +12,7 @@ use nectar_webhooks::adapters::destinations::Destinations;
 use nectar_webhooks::adapters::idempotency::DynamoSeen;
 use nectar_webhooks::adapters::lambda_router::{DeadLetters, SqsBatchHandler};
 use nectar_webhooks::cli::lambda_events::Signed;
-use nectar_webhooks::core::dedup::{DEFAULT_LEASE, DEFAULT_TTL, InMemorySeen, SeenStore};
+use nectar_webhooks::core::dedup::{Claim, DEFAULT_LEASE, DEFAULT_TTL, InMemorySeen, SeenStore, StoreError};
 use nectar_webhooks::core::envelope::{
     ATTR_EVENT_TYPE, ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, ATTR_ROUTE,
 };
@@ -31,7 +31,7 @@ fn destinations() -> Destinations {
 fn handler_with<S: SeenStore>(routes: &str, destinations: Destinations, store: S) -> SqsBatchHandler<Destinations, S> {
     let table = RouteTable::parse(routes).unwrap();
     destinations.check(&table).unwrap();
-    SqsBatchHandler { router: Router::new(table, destinations, store), dead_letters: None, payload_store: None }
+    SqsBatchHandler { router: Router::new(table, destinations, store), dead_letters: None }
 }
 
 fn handler(routes: &str) -> SqsBatchHandler<Destinations, InMemorySeen> {
@@ -39,8 +39,7 @@ fn handler(routes: &str) -> SqsBatchHandler<Destinations, InMemorySeen> {
 }
 
 fn record(id: &str, body: &[u8]) -> Value {
-    Signed { source: "nectar", id, timestamp: 1_764_201_600, signature: "v1,unused", body, base64_body: false }
-        .sqs_record()
+    Signed { source: "nectar", id, timestamp: now(), signature: "v1,unused", body, base64_body: false }.sqs_record()
 }
 
 fn batch(records: Vec<Value>) -> SqsEvent {
@@ -236,6 +235,50 @@ async fn with_dynamodb_the_same_webhook_reaches_each_destination_once_across_con
 }
 
 #[tokio::test]
+async fn in_dynamodb_only_a_claims_owner_completes_or_releases_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let dynamodb = dynamodb_client();
+    let table = create_idempotency_table(&dynamodb).await;
+    let store = DynamoSeen::new(dynamodb.clone(), &table, DEFAULT_TTL, DEFAULT_LEASE);
+    let acquire = async |key: &str| match store.claim(key).await.unwrap() {
+        Claim::Acquired(lease) => lease,
+        other => panic!("{other:?}"),
+    };
+    let owner = async || {
+        let item = dynamodb.get_item().table_name(&table).key("key", AttributeValue::S("k".into())).send().await;
+        item.unwrap().item.unwrap().get("owner").map(|o| o.as_s().unwrap().clone())
+    };
+
+    let stale = acquire("k").await;
+    assert_eq!(store.claim("k").await.unwrap(), Claim::InProgress);
+    // The stale delivery's lease runs out.
+    dynamodb
+        .update_item()
+        .table_name(&table)
+        .key("key", AttributeValue::S("k".into()))
+        .update_expression("SET lease_until = :past")
+        .expression_attribute_values(":past", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let live = acquire("k").await;
+    assert_ne!(stale, live);
+
+    store.release("k", &stale).await.unwrap();
+    assert_eq!(owner().await.as_deref(), Some(live.owner()), "the live claim stands");
+    assert!(matches!(store.complete("k", &stale).await, Err(StoreError::LeaseLost(key)) if key == "k"));
+    assert_eq!(store.claim("k").await.unwrap(), Claim::InProgress);
+
+    store.complete("k", &live).await.unwrap();
+    store.release("k", &stale).await.unwrap();
+    store.release("k", &live).await.unwrap();
+    assert_eq!(store.claim("k").await.unwrap(), Claim::AlreadyDelivered, "a completed key stays delivered");
+    let released = acquire("r").await;
+    store.release("r", &released).await.unwrap();
+    acquire("r").await;
+}
+
+#[tokio::test]
 async fn a_failing_destination_fails_only_its_own_records_and_is_retried_alone() {
     let client = sqs_client();
     let healthy = create_queue(&client, "healthy").await;
@@ -364,4 +407,45 @@ async fn a_route_to_an_unregistered_handler_is_refused_at_start_up() {
     let table = RouteTable::parse("*=handler:missing").unwrap();
     let err = Destinations::default().check(&table).unwrap_err();
     assert!(err.contains("no handler registered under \"missing\""), "{err}");
+}
+
+/// A typed handler that records the webhooks it handled, in order; the first
+/// attempt at `msg_a1` fails.
+#[derive(Default, Clone)]
+struct FailsFirstAttemptAtA1(Arc<Mutex<(bool, Vec<String>)>>);
+
+impl Handler for FailsFirstAttemptAtA1 {
+    fn handle<'a>(&'a self, _: &'a NectarEvent, delivery: &'a Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let mut state = self.0.lock().unwrap();
+            if delivery.envelope.id == "msg_a1" && !state.0 {
+                state.0 = true;
+                return Err(nectar_webhooks::core::router::DeliveryError("down for a moment".into()));
+            }
+            state.1.push(delivery.envelope.id.clone());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_resources_events_stay_in_order_across_a_failure_and_its_retry() {
+    let seen = FailsFirstAttemptAtA1::default();
+    let handler = handler_with(
+        "*=handler:ordered",
+        Destinations::default().with_handler("ordered", seen.clone()),
+        InMemorySeen::default(),
+    );
+    let records = || {
+        vec![
+            record("msg_a1", &payload("document.created.v2.json")),
+            record("msg_a2", &payload("document.updated.v2.json")),
+            record("msg_a3", &payload("document.deleted.v2.json")),
+        ]
+    };
+    let response = handler.handle(batch(records())).await;
+    assert_eq!(failed_ids(&response), ["sqs-msg_a1", "sqs-msg_a2", "sqs-msg_a3"], "the whole message group");
+    assert!(seen.0.lock().unwrap().1.is_empty(), "nothing about the document went ahead of its creation");
+    assert!(failed_ids(&handler.handle(batch(records())).await).is_empty());
+    assert_eq!(seen.0.lock().unwrap().1, ["msg_a1", "msg_a2", "msg_a3"]);
 }

@@ -79,9 +79,9 @@ async fn every_router_sample_is_routed_and_only_poison_fails() {
     let out = std::env::temp_dir().join(unique_name("samples")).with_extension("jsonl");
     let routes = RouteTable::parse(&format!("*=file:{}", out.display())).unwrap();
     let handler = SqsBatchHandler {
-        router: Router::new(routes, Destinations::default(), InMemorySeen::default()),
+        router: Router::new(routes, Destinations::default(), InMemorySeen::default())
+            .with_clock(Arc::new(FixedClock(SIGNED_AT + 60))),
         dead_letters: None,
-        payload_store: None,
     };
     for file in json_files(&project_dir().join("events/router")) {
         let event: SqsEvent = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();

@@ -3,11 +3,12 @@
 //! however often Svix or SQS deliver it.
 //!
 //! One item per (webhook, destination) key: `state` is `delivering` (a
-//! lease, until `lease_until`) or `delivered`; `expires_at` is the table's
-//! TTL attribute. Every change is a conditional write, so two containers
-//! never both acquire the same key.
+//! lease, until `lease_until`, held by `owner`) or `delivered`; `expires_at`
+//! is the table's TTL attribute. Every change is a conditional write, so two
+//! containers never both acquire the same key, and only a claim's owner
+//! completes or releases it.
 
-use crate::core::dedup::{Claim, InMemorySeen, SeenStore, StoreError};
+use crate::core::dedup::{Claim, InMemorySeen, Lease, SeenStore, StoreError};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const KEY: &str = "key";
 const STATE: &str = "state";
 const LEASE_UNTIL: &str = "lease_until";
+const OWNER: &str = "owner";
 const EXPIRES_AT: &str = "expires_at";
 const DELIVERING: &str = "delivering";
 const DELIVERED: &str = "delivered";
@@ -43,12 +45,17 @@ fn number(value: u64) -> AttributeValue {
 }
 
 fn failed(operation: &str, err: impl std::error::Error) -> StoreError {
-    StoreError(format!("{operation}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(err)))
+    StoreError::Unavailable(format!("{operation}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(err)))
 }
 
 impl SeenStore for DynamoSeen {
+    fn remembers(&self) -> Duration {
+        self.ttl
+    }
+
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         let now = now();
+        let lease = Lease::new()?;
         let written = self
             .client
             .put_item()
@@ -56,6 +63,7 @@ impl SeenStore for DynamoSeen {
             .item(KEY, AttributeValue::S(key.to_owned()))
             .item(STATE, AttributeValue::S(DELIVERING.into()))
             .item(LEASE_UNTIL, number(now + self.lease.as_secs()))
+            .item(OWNER, AttributeValue::S(lease.owner().to_owned()))
             .item(EXPIRES_AT, number(now + self.ttl.as_secs()))
             .condition_expression(
                 "attribute_not_exists(#key) OR #expires < :now OR (#state = :delivering AND #lease < :now)",
@@ -69,7 +77,7 @@ impl SeenStore for DynamoSeen {
             .send()
             .await;
         match written {
-            Ok(_) => Ok(Claim::Acquired),
+            Ok(_) => Ok(Claim::Acquired(lease)),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 let item = self
                     .client
@@ -88,28 +96,42 @@ impl SeenStore for DynamoSeen {
         }
     }
 
-    async fn complete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
+    async fn complete(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
+        let written = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item(KEY, AttributeValue::S(key.to_owned()))
             .item(STATE, AttributeValue::S(DELIVERED.into()))
             .item(EXPIRES_AT, number(now() + self.ttl.as_secs()))
+            .condition_expression("attribute_not_exists(#key) OR (#state = :delivering AND #owner = :owner)")
+            .expression_attribute_names("#key", KEY)
+            .expression_attribute_names("#state", STATE)
+            .expression_attribute_names("#owner", OWNER)
+            .expression_attribute_values(":delivering", AttributeValue::S(DELIVERING.into()))
+            .expression_attribute_values(":owner", AttributeValue::S(lease.owner().to_owned()))
             .send()
-            .await
-            .map(drop)
-            .map_err(|err| failed("PutItem", err))
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::LeaseLost(key.to_owned()))
+            }
+            Err(err) => Err(failed("PutItem", err)),
+        }
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
+    async fn release(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
         let deleted = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(KEY, AttributeValue::S(key.to_owned()))
-            .condition_expression("#state = :delivering")
+            .condition_expression("#state = :delivering AND #owner = :owner")
             .expression_attribute_names("#state", STATE)
+            .expression_attribute_names("#owner", OWNER)
             .expression_attribute_values(":delivering", AttributeValue::S(DELIVERING.into()))
+            .expression_attribute_values(":owner", AttributeValue::S(lease.owner().to_owned()))
             .send()
             .await;
         match deleted {
@@ -129,6 +151,13 @@ pub enum IdempotencyStore {
 }
 
 impl SeenStore for IdempotencyStore {
+    fn remembers(&self) -> Duration {
+        match self {
+            Self::Dynamo(store) => store.remembers(),
+            Self::Memory(store) => store.remembers(),
+        }
+    }
+
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         match self {
             Self::Dynamo(store) => store.claim(key).await,
@@ -136,17 +165,17 @@ impl SeenStore for IdempotencyStore {
         }
     }
 
-    async fn complete(&self, key: &str) -> Result<(), StoreError> {
+    async fn complete(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
         match self {
-            Self::Dynamo(store) => store.complete(key).await,
-            Self::Memory(store) => store.complete(key).await,
+            Self::Dynamo(store) => store.complete(key, lease).await,
+            Self::Memory(store) => store.complete(key, lease).await,
         }
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
+    async fn release(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
         match self {
-            Self::Dynamo(store) => store.release(key).await,
-            Self::Memory(store) => store.release(key).await,
+            Self::Dynamo(store) => store.release(key, lease).await,
+            Self::Memory(store) => store.release(key, lease).await,
         }
     }
 }

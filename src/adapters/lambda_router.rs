@@ -2,7 +2,7 @@
 
 use crate::adapters::destinations::Destinations;
 use crate::adapters::idempotency::{DynamoSeen, IdempotencyStore};
-use crate::adapters::payloads::{self, S3PayloadStore};
+use crate::adapters::payloads::S3PayloadStore;
 use crate::adapters::{aws, sqs};
 use crate::config::RouterConfig;
 use crate::core::claim_check::PayloadStore;
@@ -11,7 +11,6 @@ use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, 
 use crate::core::router::{Deliver, Failure, Record, Router};
 use crate::core::routing::Destination;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use futures_util::future::join_all;
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
 use tracing::error;
@@ -25,12 +24,11 @@ pub struct DeadLetters {
     pub max_receive_count: u32,
 }
 
-/// Routes SQS batches.
+/// Routes SQS batches. Claim-checked payloads are fetched by the router, from
+/// its payload store ([`Router::with_payload_store`]).
 pub struct SqsBatchHandler<D, S> {
     pub router: Router<D, S>,
     pub dead_letters: Option<DeadLetters>,
-    /// Where claim-checked payloads are fetched from.
-    pub payload_store: Option<Arc<dyn PayloadStore>>,
 }
 
 impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
@@ -38,7 +36,7 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
     /// redelivers just those. A record failing for the last allowed time is
     /// moved to the dead-letter queue with its reason instead.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let records = join_all(event.records.iter().map(|message| self.record(message))).await;
+        let records = event.records.iter().map(record).collect();
         let failures = self.router.route_batch(records).await;
         let mut response = SqsBatchResponse::default();
         for failure in failures {
@@ -53,15 +51,6 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
             response.batch_item_failures.push(item);
         }
         response
-    }
-
-    async fn record(&self, message: &SqsMessage) -> Record {
-        let attribute = |name: &str| message.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
-        let body = message.body.as_deref().unwrap_or_default();
-        Record {
-            id: message.message_id.clone().unwrap_or_default(),
-            message: payloads::read_envelope(self.payload_store.as_deref(), body, attribute).await,
-        }
     }
 
     /// Moves a record that has used its last receive; true if it was moved.
@@ -94,6 +83,14 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
             }
         }
     }
+}
+
+/// A record of the batch; a claim-checked payload stays in its store until
+/// the router reaches the record.
+fn record(message: &SqsMessage) -> Record {
+    let attribute = |name: &str| message.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
+    let id = message.message_id.clone().unwrap_or_default();
+    Record::from_queue_message(id, message.body.as_deref().unwrap_or_default(), attribute)
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -145,5 +142,9 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
         queue_url,
         max_receive_count: config.max_receive_count,
     });
-    run(SqsBatchHandler { router: Router::new(config.routes, destinations, store), dead_letters, payload_store }).await
+    let mut router = Router::new(config.routes, destinations, store);
+    if let Some(store) = payload_store {
+        router = router.with_payload_store(store);
+    }
+    run(SqsBatchHandler { router, dead_letters }).await
 }

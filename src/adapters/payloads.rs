@@ -41,12 +41,19 @@ impl PayloadStore for S3PayloadStore {
                 .strip_prefix("s3://")
                 .and_then(|rest| rest.split_once('/'))
                 .ok_or_else(|| ClaimCheckError(format!("{reference:?} is not an s3:// reference")))?;
-            let object = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|err| {
+            let mut object = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|err| {
                 ClaimCheckError(format!("GetObject: {}", aws_sdk_s3::error::DisplayErrorContext(err)))
             })?;
-            let body =
-                object.body.collect().await.map_err(|err| ClaimCheckError(format!("reading {reference}: {err}")))?;
-            Ok(body.into_bytes())
+            // Straight into one buffer of the object's length: collecting the
+            // chunks and joining them would hold the payload twice.
+            let length = object.content_length().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+            let mut body = Vec::with_capacity(length);
+            while let Some(chunk) =
+                object.body.try_next().await.map_err(|err| ClaimCheckError(format!("reading {reference}: {err}")))?
+            {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Bytes::from(body))
         })
     }
 }

@@ -5,12 +5,19 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
-use crate::core::clock::{Clock as _, SystemClock};
-use crate::core::dedup::{Claim, SeenStore, StoreError};
-use crate::core::envelope::{DecodeError, Envelope};
+use crate::core::claim_check::{self, PayloadStore};
+use crate::core::clock::{Clock, SystemClock};
+use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
+use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope};
 use crate::core::events::{Probe, probe};
 use crate::core::routing::{Destination, RouteTable};
+use futures_util::StreamExt as _;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -50,6 +57,22 @@ pub enum RecordError {
     Delivery { failed: usize, total: usize, first: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Signed longer ago than the idempotency store remembers (less
+    /// [`AGE_MARGIN`]): whether it was delivered may be forgotten, so it goes
+    /// to the dead-letter queue rather than risk a second delivery.
+    #[error(
+        "signed {age_hours} h ago, past IDEMPOTENCY_TTL_DAYS ({ttl_days} days) less a 1-hour margin: delivering it \
+         could duplicate a delivery the idempotency store has forgotten"
+    )]
+    TooOld { age_hours: i64, ttl_days: u64 },
+    /// Delivering it now would put it ahead of an earlier event about the
+    /// same resource; it is retried with that one instead.
+    #[error("an earlier event about the same resource ({0}) failed; kept in order")]
+    HeldBack(String),
+    /// An earlier record's payload could not be fetched, so its resource is
+    /// unknown: it may be this one's, so this one waits too.
+    #[error("an earlier event's payload could not be fetched and may be about the same resource; kept in order")]
+    HeldBackUnknown,
 }
 
 /// What happened to a record that was fully handled.
@@ -67,6 +90,19 @@ pub struct Record {
     /// The queue's id for the message, reported back when it failed.
     pub id: String,
     pub message: Result<Envelope, DecodeError>,
+    /// Where the payload is when it travelled by claim check (the envelope's
+    /// body is then empty): the router fetches it when the record's turn
+    /// comes (see [`Router::route_batch`]).
+    pub claim_check: Option<String>,
+}
+
+impl Record {
+    /// A record read from a queue message, its claim-checked payload (if
+    /// any) left where it is.
+    pub fn from_queue_message<'a>(id: String, body: &str, attribute: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let claim_check = attribute(ATTR_CLAIM_CHECK).map(str::to_owned);
+        Self { id, message: Envelope::from_queue_message(body, attribute), claim_check }
+    }
 }
 
 /// A record that was not fully delivered, and why.
@@ -76,45 +112,148 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// How much younger than the idempotency store's memory a webhook must be to
+/// be delivered: room for the time between this check and the store's
+/// writes, and for clocks that disagree a little.
+pub const AGE_MARGIN: Duration = Duration::from_secs(3600);
+
+/// How many times a delivered key's completion is tried before the router
+/// gives up on remembering it (see [`Router::remember_delivered`]).
+const COMPLETE_ATTEMPTS: u32 = 3;
+
 /// Routes webhooks by event type and delivers each to its destinations once.
 pub struct Router<D, S> {
     table: RouteTable,
     deliver: D,
     seen: S,
+    clock: Arc<dyn Clock>,
+    payloads: Option<Arc<dyn PayloadStore>>,
 }
 
 impl<D: Deliver, S: SeenStore> Router<D, S> {
     pub fn new(table: RouteTable, deliver: D, seen: S) -> Self {
-        Self { table, deliver, seen }
+        Self { table, deliver, seen, clock: Arc::new(SystemClock), payloads: None }
+    }
+
+    /// The clock that webhooks' ages are measured by (the machine's by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where claim-checked payloads are fetched from.
+    pub fn with_payload_store(mut self, store: Arc<dyn PayloadStore>) -> Self {
+        self.payloads = Some(store);
+        self
     }
 
     /// Routes a batch: records about different resources concurrently, those
     /// about the same resource (the payload's `id`) one after another in batch
     /// order, so a FIFO destination gets one resource's events in the order
-    /// they came. Returns the records that failed, so the queue redelivers
-    /// only them.
+    /// they came. Once one of a resource's records fails, its later records
+    /// are reported failed without being delivered, so none overtakes it on
+    /// the retry; that is also what AWS asks of a FIFO queue's batch (the
+    /// failed record and every later one of its message group). Returns the
+    /// records that failed, in batch order, so the queue redelivers only them.
+    ///
+    /// Claim-checked payloads are fetched as the batch is read, in order, at
+    /// most [`PAYLOADS_AT_ONCE`] held at a time (being fetched, waiting in
+    /// their lane, or being delivered): a record's lane is known only once
+    /// its payload is, and a batch of ten payloads of several megabytes each
+    /// would not fit a small function's memory all at once.
     pub async fn route_batch(&self, records: Vec<Record>) -> Vec<Failure> {
-        type Probed = (String, Result<(Envelope, Probe), DecodeError>);
-        let mut lanes: Vec<(Option<String>, Vec<Probed>)> = Vec::new();
-        for Record { id, message } in records {
-            let message = message.map(|e| {
-                let probe = probe(&e.source, &e.body);
-                (e, probe)
+        let mut records = records.into_iter().enumerate().peekable();
+        let mut fetching = FuturesOrdered::new();
+        let mut routing = FuturesUnordered::new();
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut payloads_held = 0;
+        let mut unreadable_before = false;
+        let mut failures: Vec<(usize, Failure)> = Vec::new();
+        loop {
+            for (lane_index, lane) in lanes.iter_mut().enumerate().filter(|(_, lane)| !lane.busy) {
+                while let Some(ready) = lane.waiting.pop_front() {
+                    if let Some(reason) = &lane.held_back {
+                        payloads_held -= usize::from(ready.holds_payload);
+                        failures.push((ready.index, held_back(ready, reason)));
+                        continue;
+                    }
+                    lane.busy = true;
+                    routing.push(self.route_in_lane(lane_index, ready));
+                    break;
+                }
+            }
+            while let Some((index, record)) =
+                records.next_if(|(_, r)| r.claim_check.is_none() || payloads_held < PAYLOADS_AT_ONCE)
+            {
+                payloads_held += usize::from(record.claim_check.is_some());
+                fetching.push_back(self.read(index, record));
+            }
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(Some(routed)) = routing.poll_next_unpin(cx) {
+                    return Poll::Ready(Some(Event::Routed(routed)));
+                }
+                match fetching.poll_next_unpin(cx) {
+                    Poll::Ready(Some(ready)) => Poll::Ready(Some(Event::Read(ready))),
+                    Poll::Ready(None) if routing.is_empty() => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
             });
-            let resource = message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
-            match lanes.iter_mut().find(|(key, _)| resource.is_some() && *key == resource) {
-                Some((_, lane)) => lane.push((id, message)),
-                None => lanes.push((resource, vec![(id, message)])),
+            match event.await {
+                None => break,
+                Some(Event::Read(ready)) => {
+                    let resource = ready.message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
+                    if unreadable_before {
+                        payloads_held -= usize::from(ready.holds_payload);
+                        let reason = RecordError::HeldBackUnknown.to_string();
+                        failures.push((ready.index, held_back(ready, &reason)));
+                        continue;
+                    }
+                    unreadable_before = matches!(ready.message, Err(DecodeError::PayloadUnavailable(_)));
+                    match lanes.iter_mut().find(|lane| resource.is_some() && lane.resource == resource) {
+                        Some(lane) => lane.waiting.push_back(ready),
+                        None => lanes.push(Lane { resource, waiting: [ready].into(), busy: false, held_back: None }),
+                    }
+                }
+                Some(Event::Routed((lane_index, index, failure, held))) => {
+                    payloads_held -= usize::from(held);
+                    let lane = &mut lanes[lane_index];
+                    lane.busy = false;
+                    if let Some(failure) = failure {
+                        lane.held_back = lane.resource.as_ref().map(|r| RecordError::HeldBack(r.clone()).to_string());
+                        failures.push((index, failure));
+                    }
+                }
             }
         }
-        let lanes = lanes.into_iter().map(|(_, lane)| async move {
-            let mut failures = Vec::new();
-            for (id, message) in lane {
-                failures.extend(self.route_logged(id, message).await);
+        failures.sort_by_key(|(index, _)| *index);
+        failures.into_iter().map(|(_, failure)| failure).collect()
+    }
+
+    /// A record as its lane needs it: its claim-checked payload fetched, its
+    /// event type and resource read.
+    async fn read(&self, index: usize, record: Record) -> Ready {
+        let Record { id, message, claim_check } = record;
+        let holds_payload = claim_check.is_some();
+        let message = match (message, claim_check) {
+            (Ok(envelope), Some(reference)) => {
+                claim_check::resolve(self.payloads.as_deref(), envelope, Some(&reference))
+                    .await
+                    .map_err(|err| DecodeError::PayloadUnavailable(err.to_string()))
             }
-            failures
+            (message, _) => message,
+        };
+        let message = message.map(|envelope| {
+            let probe = probe(&envelope.source, &envelope.body);
+            (envelope, probe)
         });
-        futures_util::future::join_all(lanes).await.into_iter().flatten().collect()
+        Ready { index, id, message, holds_payload }
+    }
+
+    /// Routes a lane's next record; says which lane, which record, whether
+    /// it failed, and whether it held a claim-checked payload.
+    async fn route_in_lane(&self, lane: usize, ready: Ready) -> (usize, usize, Option<Failure>, bool) {
+        let Ready { index, id, message, holds_payload } = ready;
+        (lane, index, self.route_logged(id, message).await, holds_payload)
     }
 
     /// Routes one record and logs the outcome; returns it if it failed.
@@ -127,7 +266,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         };
         match outcome {
             Ok(routed) => {
-                let age_secs = signed_at.map(|t| SystemClock.now_unix().saturating_sub(t));
+                let age_secs = signed_at.map(|t| self.clock.now_unix().saturating_sub(t));
                 info!(
                     webhook_id,
                     event_type = %routed.event_type,
@@ -154,6 +293,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     }
 
     async fn route_probed(&self, envelope: &Envelope, probe: Probe) -> Result<Routed, RecordError> {
+        self.young_enough(envelope)?;
         let event_type = probe.event_type;
         let route =
             self.table.route(&event_type, &envelope.body).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
@@ -167,7 +307,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
         for destination in &route.destinations {
             let key = idempotency_key(envelope, destination);
-            match self.seen.claim(&key).await? {
+            let lease = match self.seen.claim(&key).await? {
                 Claim::AlreadyDelivered => {
                     warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
                     duplicates += 1;
@@ -177,15 +317,15 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                     failures.push(format!("{destination}: a delivery of the same webhook is under way"));
                     continue;
                 }
-                Claim::Acquired => {}
-            }
+                Claim::Acquired(lease) => lease,
+            };
             match self.deliver.deliver(destination, &delivery).await {
                 Ok(()) => {
-                    self.seen.complete(&key).await?;
+                    self.remember_delivered(envelope, destination, &key, &lease).await;
                     delivered += 1;
                 }
                 Err(err) => {
-                    self.seen.release(&key).await?;
+                    self.seen.release(&key, &lease).await?;
                     failures.push(format!("{destination}: {err}"));
                 }
             }
@@ -201,6 +341,88 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     }
 }
 
+/// How many claim-checked payloads a batch holds in memory at once.
+pub const PAYLOADS_AT_ONCE: usize = 2;
+
+/// A record read and probed, waiting for its turn in its lane.
+struct Ready {
+    /// Its place in the batch.
+    index: usize,
+    id: String,
+    message: Result<(Envelope, Probe), DecodeError>,
+    /// Whether it counts against [`PAYLOADS_AT_ONCE`] until routed.
+    holds_payload: bool,
+}
+
+/// The records about one resource (or one record about none), in batch order.
+struct Lane {
+    resource: Option<String>,
+    waiting: VecDeque<Ready>,
+    /// A record of the lane is being routed.
+    busy: bool,
+    /// Why the lane's later records are not attempted: an earlier one failed.
+    held_back: Option<String>,
+}
+
+/// What `route_batch` waits for.
+enum Event {
+    Read(Ready),
+    Routed((usize, usize, Option<Failure>, bool)),
+}
+
+/// Reports a record not attempted because an earlier one failed.
+fn held_back(ready: Ready, reason: &str) -> Failure {
+    let webhook_id = ready.message.as_ref().map_or("-", |(e, _)| e.id.as_str());
+    warn!(webhook_id, message_id = %ready.id, reason, "webhook held back behind an earlier failure; will be retried");
+    Failure { id: ready.id, reason: reason.to_owned() }
+}
+
+impl<D, S: SeenStore> Router<D, S> {
+    /// Completes a delivered key, trying [`COMPLETE_ATTEMPTS`] times. The
+    /// delivery happened, so it counts as delivered even if completing keeps
+    /// failing: reporting the record failed would have this router deliver it
+    /// again on the retry. What is left is a window: the key stays claimed
+    /// (`delivering`) until its lease ends ([`crate::core::dedup::DEFAULT_LEASE`]
+    /// after the claim); a copy of the webhook arriving before then finds the
+    /// delivery under way and is retried, but one arriving after it (a
+    /// retry of such a copy, a later re-send) is delivered a second time.
+    async fn remember_delivered(&self, envelope: &Envelope, destination: &Destination, key: &str, lease: &Lease) {
+        for attempt in 1..=COMPLETE_ATTEMPTS {
+            match self.seen.complete(key, lease).await {
+                Ok(()) => return,
+                Err(err @ StoreError::LeaseLost(_)) => {
+                    error!(webhook_id = %envelope.id, %destination, error = %err,
+                        "delivered after the claim expired; another delivery may duplicate it");
+                    return;
+                }
+                Err(err) if attempt < COMPLETE_ATTEMPTS => {
+                    warn!(webhook_id = %envelope.id, %destination, attempt, error = %err, "delivered; completing again");
+                }
+                Err(err) => error!(webhook_id = %envelope.id, %destination, error = %err,
+                    "delivered, but not remembered; a copy arriving after the claim's lease may be delivered again"),
+            }
+        }
+    }
+
+    /// Refuses a webhook signed longer ago than the idempotency store
+    /// remembers, less [`AGE_MARGIN`]: a copy re-sent by hand however late
+    /// then fails into the dead-letter queue instead of reaching a
+    /// destination a second time. Claim-checked payloads are kept as long
+    /// as the store remembers, so this also means the router never acts on
+    /// a pointer whose payload has expired.
+    fn young_enough(&self, envelope: &Envelope) -> Result<(), RecordError> {
+        let window = self.seen.remembers().saturating_sub(AGE_MARGIN);
+        let age = self.clock.now_unix().saturating_sub(envelope.timestamp);
+        if age > i64::try_from(window.as_secs()).unwrap_or(i64::MAX) {
+            return Err(RecordError::TooOld {
+                age_hours: age / 3600,
+                ttl_days: self.seen.remembers().as_secs() / 86_400,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
     format!("{}/{}/{destination}", envelope.source, envelope.id)
 }
@@ -208,7 +430,8 @@ fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::dedup::InMemorySeen;
+    use crate::core::clock::FixedClock;
+    use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen};
     use bytes::Bytes;
     use std::sync::Mutex;
 
@@ -230,12 +453,22 @@ mod tests {
         }
     }
 
+    /// When the test webhooks were signed.
+    const SIGNED_AT: i64 = 1_796_400_000;
+
     fn envelope(id: &str, body: &str) -> Envelope {
-        Envelope { source: "nectar".into(), id: id.into(), timestamp: 0, body: Bytes::copy_from_slice(body.as_bytes()) }
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        Envelope { source: "nectar".into(), id: id.into(), timestamp: SIGNED_AT, body }
+    }
+
+    /// A router whose clock reads `SIGNED_AT` plus `age`.
+    fn at_age<D: Deliver>(table: RouteTable, deliver: D, seen: InMemorySeen, age: Duration) -> Router<D, InMemorySeen> {
+        let now = SIGNED_AT + i64::try_from(age.as_secs()).unwrap();
+        Router::new(table, deliver, seen).with_clock(Arc::new(FixedClock(now)))
     }
 
     fn router(routes: &str) -> Router<Recorder, InMemorySeen> {
-        Router::new(RouteTable::parse(routes).unwrap(), Recorder::default(), InMemorySeen::default())
+        at_age(RouteTable::parse(routes).unwrap(), Recorder::default(), InMemorySeen::default(), Duration::ZERO)
     }
 
     fn ids(failures: &[Failure]) -> Vec<&str> {
@@ -243,7 +476,7 @@ mod tests {
     }
 
     fn record(id: &str, body: &str) -> Record {
-        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)) }
+        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)), claim_check: None }
     }
 
     #[tokio::test]
@@ -281,7 +514,7 @@ mod tests {
     async fn the_same_webhook_twice_in_one_batch_is_delivered_once_and_the_copy_retried() {
         let router = router("*=stdout");
         let body = r#"{"eventType":"document.created"}"#;
-        let slow_first = Router::new(router.table.clone(), SlowOnce::default(), InMemorySeen::default());
+        let slow_first = at_age(router.table.clone(), SlowOnce::default(), InMemorySeen::default(), Duration::ZERO);
         let failed = slow_first.route_batch(vec![record("a", body), record("a", body)]).await;
         assert_eq!(failed.len(), 1, "the copy found the first delivery under way");
         assert_eq!(*slow_first.deliver.0.lock().unwrap(), 1);
@@ -308,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn one_resources_events_are_delivered_in_batch_order_others_alongside() {
         let table = RouteTable::parse("*=stdout").unwrap();
-        let router = Router::new(table, SlowFirst::default(), InMemorySeen::default());
+        let router = at_age(table, SlowFirst::default(), InMemorySeen::default(), Duration::ZERO);
         let failed = router
             .route_batch(vec![
                 record("a1", r#"{"eventType":"document.created.v2","id":"doc-a"}"#),
@@ -318,6 +551,211 @@ mod tests {
             .await;
         assert!(failed.is_empty());
         assert_eq!(*router.deliver.0.lock().unwrap(), ["b1", "a1", "a2"], "b1 did not wait for doc-a's events");
+    }
+
+    /// Records the order of deliveries; the first delivery of `a1` fails.
+    #[derive(Default)]
+    struct FailsA1Once(Mutex<(bool, Vec<String>)>);
+
+    impl Deliver for FailsA1Once {
+        async fn deliver(&self, _: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            let mut state = self.0.lock().unwrap();
+            if delivery.envelope.id == "a1" && !state.0 {
+                state.0 = true;
+                return Err(DeliveryError("a1 fails once".into()));
+            }
+            state.1.push(delivery.envelope.id.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_a_resources_later_events_wait_for_the_retry_and_arrive_in_order() {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        let router = at_age(table, FailsA1Once::default(), InMemorySeen::default(), Duration::ZERO);
+        let batch = || {
+            vec![
+                record("a1", r#"{"eventType":"document.created.v2","id":"doc-a"}"#),
+                record("a2", r#"{"eventType":"document.updated.v2","id":"doc-a"}"#),
+                record("b1", r#"{"eventType":"document.created.v2","id":"doc-b"}"#),
+                record("a3", r#"{"eventType":"document.deleted.v2","id":"doc-a"}"#),
+            ]
+        };
+        let failed = router.route_batch(batch()).await;
+        assert_eq!(ids(&failed), ["sqs-a1", "sqs-a2", "sqs-a3"]);
+        assert!(failed[1].reason.contains("an earlier event about the same resource (doc-a) failed"), "{failed:?}");
+        assert_eq!(router.deliver.0.lock().unwrap().1, ["b1"], "neither a2 nor a3 went ahead of a1");
+
+        let retry: Vec<Record> = batch().into_iter().filter(|r| failed.iter().any(|f| f.id == r.id)).collect();
+        assert!(router.route_batch(retry).await.is_empty());
+        assert_eq!(router.deliver.0.lock().unwrap().1, ["b1", "a1", "a2", "a3"]);
+    }
+
+    /// An in-memory store whose `complete` fails its first `failures` calls.
+    struct FlakyComplete {
+        inner: InMemorySeen,
+        failures: Mutex<u32>,
+        completes: Mutex<u32>,
+    }
+
+    impl FlakyComplete {
+        fn failing(failures: u32) -> Self {
+            Self { inner: InMemorySeen::default(), failures: Mutex::new(failures), completes: Mutex::new(0) }
+        }
+    }
+
+    impl SeenStore for FlakyComplete {
+        fn remembers(&self) -> Duration {
+            self.inner.remembers()
+        }
+        async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+            self.inner.claim(key).await
+        }
+        async fn complete(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
+            *self.completes.lock().unwrap() += 1;
+            let fail = {
+                let mut failures = self.failures.lock().unwrap();
+                let fail = *failures > 0;
+                *failures = failures.saturating_sub(1);
+                fail
+            };
+            if fail {
+                return Err(StoreError::Unavailable("throttled".into()));
+            }
+            self.inner.complete(key, lease).await
+        }
+        async fn release(&self, key: &str, lease: &Lease) -> Result<(), StoreError> {
+            self.inner.release(key, lease).await
+        }
+    }
+
+    fn flaky_router(failures: u32) -> Router<Recorder, FlakyComplete> {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        Router::new(table, Recorder::default(), FlakyComplete::failing(failures))
+            .with_clock(Arc::new(FixedClock(SIGNED_AT)))
+    }
+
+    #[tokio::test]
+    async fn completing_a_delivery_is_retried_and_then_remembered() {
+        let router = flaky_router(COMPLETE_ATTEMPTS - 1);
+        let body = r#"{"eventType":"document.created.v2"}"#;
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty());
+        assert_eq!(*router.seen.completes.lock().unwrap(), COMPLETE_ATTEMPTS);
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty(), "a duplicate, skipped");
+        assert_eq!(router.deliver.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_cannot_be_completed_still_counts_and_its_lease_keeps_copies_out() {
+        let router = flaky_router(u32::MAX);
+        let body = r#"{"eventType":"document.created.v2"}"#;
+        assert!(router.route_batch(vec![record("a", body)]).await.is_empty(), "not failed: it was delivered");
+        assert_eq!(*router.seen.completes.lock().unwrap(), COMPLETE_ATTEMPTS);
+        let copy = router.route_batch(vec![record("a", body)]).await;
+        assert!(copy[0].reason.contains("under way"), "{copy:?}");
+        assert_eq!(router.deliver.0.lock().unwrap().len(), 1, "delivered once");
+    }
+
+    /// Payloads by reference (`mem://KEY`); counts fetches begun, and the
+    /// most payloads held at once: fetched or being fetched, not yet delivered.
+    #[derive(Default)]
+    struct Payloads {
+        bodies: Mutex<std::collections::HashMap<String, Bytes>>,
+        fetched: Mutex<usize>,
+        delivered: Mutex<usize>,
+        most_held: Mutex<usize>,
+    }
+
+    impl PayloadStore for Payloads {
+        fn put<'a>(&'a self, key: &'a str, body: &'a [u8]) -> claim_check::StoreFuture<'a, String> {
+            self.bodies.lock().unwrap().insert(key.to_owned(), Bytes::copy_from_slice(body));
+            Box::pin(async move { Ok(format!("mem://{key}")) })
+        }
+
+        fn get<'a>(&'a self, reference: &'a str) -> claim_check::StoreFuture<'a, Bytes> {
+            Box::pin(async move {
+                let held = {
+                    let mut fetched = self.fetched.lock().unwrap();
+                    *fetched += 1;
+                    *fetched - *self.delivered.lock().unwrap()
+                };
+                {
+                    let mut most_held = self.most_held.lock().unwrap();
+                    *most_held = (*most_held).max(held);
+                }
+                tokio::task::yield_now().await;
+                let key = reference.trim_start_matches("mem://");
+                let body = self.bodies.lock().unwrap().get(key).cloned();
+                body.ok_or_else(|| claim_check::ClaimCheckError(format!("{key}: no such payload")))
+            })
+        }
+    }
+
+    /// Delivers in order of arrival, yielding twice as a network call would,
+    /// and tells the payload store each delivery is done.
+    struct Counted(Arc<Payloads>, Mutex<Vec<String>>);
+
+    impl Deliver for Counted {
+        async fn deliver(&self, _: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            self.1.lock().unwrap().push(delivery.envelope.id.clone());
+            *self.0.delivered.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    /// A record whose payload waits in `payloads` under its id.
+    fn claim_checked(payloads: &Payloads, id: &str, body: &str) -> Record {
+        payloads.bodies.lock().unwrap().insert(id.to_owned(), Bytes::copy_from_slice(body.as_bytes()));
+        let mut envelope = envelope(id, "");
+        envelope.body = Bytes::new();
+        Record { id: format!("sqs-{id}"), message: Ok(envelope), claim_check: Some(format!("mem://{id}")) }
+    }
+
+    fn claim_checking_router(payloads: &Arc<Payloads>) -> Router<Counted, InMemorySeen> {
+        let table = RouteTable::parse("*=stdout").unwrap();
+        at_age(table, Counted(Arc::clone(payloads), Mutex::default()), InMemorySeen::default(), Duration::ZERO)
+            .with_payload_store(Arc::clone(payloads) as Arc<dyn PayloadStore>)
+    }
+
+    #[tokio::test]
+    async fn claim_checked_payloads_are_fetched_in_turn_and_few_are_held_at_once() {
+        let payloads = Arc::new(Payloads::default());
+        let router = claim_checking_router(&payloads);
+        let event = |resource: &str| format!(r#"{{"eventType":"document.updated.v2","id":"{resource}"}}"#);
+        let mut batch: Vec<Record> =
+            (1..=8).map(|n| claim_checked(&payloads, &format!("big{n}"), &event(&format!("doc-{}", n % 3)))).collect();
+        batch.insert(3, record("small", &event("doc-1")));
+        assert!(router.route_batch(batch).await.is_empty());
+
+        assert_eq!(*payloads.fetched.lock().unwrap(), 8, "each payload fetched once");
+        let most_held = *payloads.most_held.lock().unwrap();
+        assert!(most_held <= PAYLOADS_AT_ONCE, "{most_held} payloads held at once");
+        let delivered = router.deliver.1.lock().unwrap().clone();
+        assert_eq!(delivered.len(), 9);
+        let order = |ids: &[&str]| -> Vec<usize> {
+            ids.iter().map(|id| delivered.iter().position(|d| d == id).unwrap()).collect()
+        };
+        for lane in [&["big3", "big6"][..], &["big1", "small", "big4", "big7"], &["big2", "big5", "big8"]] {
+            let positions = order(lane);
+            assert!(positions.is_sorted(), "{lane:?} in batch order: {delivered:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_cannot_be_fetched_holds_back_the_records_after_it() {
+        let payloads = Arc::new(Payloads::default());
+        let router = claim_checking_router(&payloads);
+        let body = r#"{"eventType":"document.created.v2","id":"doc-a"}"#;
+        let mut gone = claim_checked(&payloads, "gone", body);
+        gone.claim_check = Some("mem://missing".into());
+        let batch = vec![record("before", body), gone, record("after", r#"{"eventType":"document.created.v2"}"#)];
+        let failed = router.route_batch(batch).await;
+        assert_eq!(ids(&failed), ["sqs-gone", "sqs-after"]);
+        assert!(failed[0].reason.contains("missing: no such payload"), "{}", failed[0].reason);
+        assert!(failed[1].reason.contains("payload could not be fetched"), "{}", failed[1].reason);
+        assert_eq!(*router.deliver.1.lock().unwrap(), ["before"]);
     }
 
     /// Counts deliveries; yields once inside each, as a network call would.
@@ -338,7 +776,11 @@ mod tests {
         let failed = router
             .route_batch(vec![
                 record("a", r#"{"eventType":"document.created"}"#),
-                Record { id: "sqs-poison".into(), message: Err(DecodeError::MissingAttribute("webhook-id")) },
+                Record {
+                    id: "sqs-poison".into(),
+                    message: Err(DecodeError::MissingAttribute("webhook-id")),
+                    claim_check: None,
+                },
                 record("b", r#"{"eventType":"connection.created"}"#),
             ])
             .await;
@@ -357,5 +799,24 @@ mod tests {
         let router = router("document.*=stdout");
         let failed = router.route_batch(vec![record("a", r#"{"eventType":"connection.created"}"#)]).await;
         assert_eq!(ids(&failed), ["sqs-a"]);
+    }
+
+    #[tokio::test]
+    async fn a_webhook_older_than_the_store_remembers_fails_instead_of_risking_a_duplicate() {
+        let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+        let table = RouteTable::parse("*=stdout").unwrap();
+        let seen = || InMemorySeen::new(days(35), DEFAULT_LEASE, 10);
+        let body = r#"{"eventType":"document.created.v2"}"#;
+
+        let just_in_time = at_age(table.clone(), Recorder::default(), seen(), days(35) - AGE_MARGIN);
+        assert!(just_in_time.route_batch(vec![record("a", body)]).await.is_empty());
+        assert_eq!(just_in_time.deliver.0.lock().unwrap().len(), 1);
+
+        let late = at_age(table, Recorder::default(), seen(), days(35) - AGE_MARGIN + Duration::from_secs(1));
+        let failed = late.route_batch(vec![record("a", body)]).await;
+        assert_eq!(ids(&failed), ["sqs-a"]);
+        assert!(failed[0].reason.contains("IDEMPOTENCY_TTL_DAYS (35 days)"), "{}", failed[0].reason);
+        assert!(failed[0].reason.contains("could duplicate"), "{}", failed[0].reason);
+        assert!(late.deliver.0.lock().unwrap().is_empty(), "not delivered");
     }
 }

@@ -71,7 +71,7 @@ impl EmbeddedWorker {
                 pending.message.attribute(name)
             })
             .await;
-            let failed = router.route_batch(vec![Record { id: "embedded".into(), message }]).await;
+            let failed = router.route_batch(vec![Record { id: "embedded".into(), message, claim_check: None }]).await;
             if failed.is_empty() {
                 continue;
             }

@@ -76,7 +76,7 @@ async fn poll_one<D: Deliver, S: SeenStore>(
         }
         let records = join_all(messages.iter().map(|m| async {
             let message = envelope_from_sdk(Some(payload_store), m).await;
-            Record { id: m.message_id().unwrap_or_default().to_owned(), message }
+            Record { id: m.message_id().unwrap_or_default().to_owned(), message, claim_check: None }
         }))
         .await;
         let failed = router.route_batch(records).await;
