@@ -159,11 +159,8 @@ async fn eventbridge_gets_a_claim_check_for_a_payload_over_its_entry_limit() {
     let destinations = Destinations::default()
         .with_eventbridge(events.clone())
         .with_payload_store(Arc::clone(&store), nectar_webhooks::core::ingest::QUEUE_MESSAGE_LIMIT);
-    let handler = SqsBatchHandler {
-        router: Router::new(table, destinations, InMemorySeen::default()),
-        dead_letters: None,
-        payload_store: None,
-    };
+    let handler =
+        SqsBatchHandler { router: Router::new(table, destinations, InMemorySeen::default()), dead_letters: None };
     let large = large_document(EVENTBRIDGE_ENTRY_LIMIT + 1);
     let small = br#"{"eventType":"document.created.v2","id":"doc-small"}"#;
     let record = |id: &str, body: &[u8]| {

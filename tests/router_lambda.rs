@@ -449,3 +449,62 @@ async fn a_resources_events_stay_in_order_across_a_failure_and_its_retry() {
     assert!(failed_ids(&handler.handle(batch(records())).await).is_empty());
     assert_eq!(seen.0.lock().unwrap().1, ["msg_a1", "msg_a2", "msg_a3"]);
 }
+
+/// Order across batches, end to end, on FIFO queues: ingest groups each
+/// webhook by the document it is about; the router reports a failed record
+/// and the rest of its group failed, so SQS hands them back together; the
+/// destination receives the document's events in order, the first after its
+/// retry. A record that keeps failing is copied by the router into the FIFO
+/// dead-letter queue (in its group, with its reason) and its group goes on.
+#[tokio::test]
+async fn with_fifo_queues_one_documents_events_arrive_in_order_across_batches() {
+    use nectar_webhooks::adapters::sqs::SqsQueue;
+    use nectar_webhooks::core::envelope::QueueMessage;
+    use nectar_webhooks::core::queue::{Queue, Webhook};
+    let client = sqs_client();
+    let fifo = |prefix: &str| format!("{}.fifo", unique_name(prefix));
+    let create = |name: String, attributes: Vec<(QueueAttributeName, String)>| {
+        let client = client.clone();
+        async move {
+            let mut create = client.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true");
+            for (name, value) in attributes {
+                create = create.attributes(name, value);
+            }
+            create.send().await.unwrap().queue_url.unwrap()
+        }
+    };
+    let dlq = create(fifo("ordered-dlq"), vec![]).await;
+    let policy = json!({"deadLetterTargetArn": queue_arn(&client, &dlq).await, "maxReceiveCount": "2"}).to_string();
+    let visible_at_once = (QueueAttributeName::VisibilityTimeout, "0".to_owned());
+    let ingest_queue =
+        create(fifo("ordered"), vec![(QueueAttributeName::RedrivePolicy, policy), visible_at_once]).await;
+
+    let ingest = SqsQueue::new(client.clone(), &ingest_queue);
+    let document = payload("document.created.v2.json");
+    let poison = br#"{"eventType":"document.created.v2","id":"doc-poison"}"#;
+    for (id, body) in [("msg_a1", &document[..]), ("msg_poison", poison), ("msg_a2", &document), ("msg_a3", &document)]
+    {
+        let message = QueueMessage::for_webhook("nectar", id, now(), body);
+        ingest.enqueue(message, Webhook { source: "nectar", id, body }).await.unwrap();
+    }
+    let seen = FailsFirstAttemptAtA1::default();
+    let routes = "document.*[id=doc-poison]=handler:missing-on-purpose; *=handler:ordered";
+    let table = RouteTable::parse(routes).unwrap();
+    let destinations = Destinations::default().with_handler("ordered", seen.clone());
+    let mut handler =
+        SqsBatchHandler { router: Router::new(table, destinations, InMemorySeen::default()), dead_letters: None };
+    handler.dead_letters = Some(DeadLetters { client: client.clone(), queue_url: dlq.clone(), max_receive_count: 2 });
+
+    for _ in 0..10 {
+        if event_source_round(&client, &ingest_queue, &handler).await == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen.0.lock().unwrap().1, ["msg_a1", "msg_a2", "msg_a3"], "in order, once each");
+    let dead = drain(&client, &dlq, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(attribute(&dead[0], ATTR_ID), Some("msg_poison"));
+    assert!(attribute(&dead[0], ATTR_FAILURE_REASON).unwrap().contains("missing-on-purpose"));
+    let group = &dead[0].attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId];
+    assert_eq!(group, "doc-poison", "the copy stays in its message group");
+}

@@ -72,7 +72,8 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
         let webhook_id =
             attributes.iter().find(|(name, _)| *name == ATTR_ID).map_or("-", |(_, id)| id.as_str()).to_owned();
         let copy = QueueMessage { body: message.body.clone().unwrap_or_default(), attributes };
-        match sqs::send(&dead_letters.client, &dead_letters.queue_url, copy, None).await {
+        let fifo = sqs::is_fifo(&dead_letters.queue_url).then(|| dead_letter_fifo_ids(message, &failure.id));
+        match sqs::send(&dead_letters.client, &dead_letters.queue_url, copy, fifo).await {
             Ok(()) => {
                 error!(webhook_id, message_id = %failure.id, receives, reason = %failure.reason, "webhook dead-lettered");
                 true
@@ -83,6 +84,14 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
             }
         }
     }
+}
+
+/// A FIFO dead-letter queue (the DLQ of a FIFO ingest queue must be one)
+/// takes the copy in the record's own message group, de-duplicated by the
+/// record's message id, so copying it twice leaves one.
+fn dead_letter_fifo_ids(message: &SqsMessage, message_id: &str) -> (String, String) {
+    let group = message.attributes.get("MessageGroupId").map_or(message_id, String::as_str);
+    (group.to_owned(), message_id.to_owned())
 }
 
 /// A record of the batch; a claim-checked payload stays in its store until

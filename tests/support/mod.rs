@@ -374,14 +374,21 @@ pub async fn event_source_round<S: nectar_webhooks::core::dedup::SeenStore>(
     let event = serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
     let response = handler.handle(event).await;
     let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
-    for message in received.iter().filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id())) {
-        client
-            .delete_message()
-            .queue_url(queue)
-            .receipt_handle(message.receipt_handle().unwrap())
-            .send()
-            .await
-            .unwrap();
+    for message in &received {
+        let receipt = message.receipt_handle().unwrap();
+        if failed.iter().any(|f| Some(f.as_str()) == message.message_id()) {
+            // The visibility timeout runs out at once: the record is back for the next round.
+            client
+                .change_message_visibility()
+                .queue_url(queue)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            client.delete_message().queue_url(queue).receipt_handle(receipt).send().await.unwrap();
+        }
     }
     received.len()
 }
