@@ -19,6 +19,7 @@
 //! those with more dimensions are published both ways, so an alarm can watch
 //! the total without naming every reason or route.
 
+use crate::core::events::types::{NECTAR_EVENT_TYPES, UNKNOWN_EVENT_TYPE};
 use serde_json::{Map, Value, json};
 use std::fmt;
 use std::io::Write as _;
@@ -88,6 +89,18 @@ fn count(name: &'static str, value: impl Into<Value>) -> Metric {
     Metric { name, value: value.into(), unit: "Count", dimensions: Vec::new() }
 }
 
+/// The `EventType` dimension: Nectar's documented types (and `unknown`) as
+/// they are, anything else `other`. The type comes from the payload, and
+/// every distinct dimension value is a metric CloudWatch bills by the month,
+/// so a sender (or anyone past verification) must not be able to mint them.
+fn bounded_event_type(event_type: &str) -> String {
+    let known = NECTAR_EVENT_TYPES.contains(&event_type) || event_type == UNKNOWN_EVENT_TYPE;
+    if known { event_type.to_owned() } else { OTHER_EVENT_TYPE.to_owned() }
+}
+
+/// The `EventType` of every type Nectar does not document.
+pub const OTHER_EVENT_TYPE: &str = "other";
+
 fn metrics_for(message: &str, fields: &Map<String, Value>) -> Vec<Metric> {
     let text = |name: &str| match fields.get(name) {
         Some(Value::String(s)) => s.clone(),
@@ -104,7 +117,7 @@ fn metrics_for(message: &str, fields: &Map<String, Value>) -> Vec<Metric> {
         "webhook routed" => {
             let mut metrics = vec![
                 Metric {
-                    dimensions: vec![("EventType", text("event_type")), ("Route", text("route"))],
+                    dimensions: vec![("EventType", bounded_event_type(&text("event_type"))), ("Route", text("route"))],
                     ..count("Routed", number("delivered").unwrap_or(json!(0)))
                 },
                 count("DuplicatesSkipped", number("duplicates").unwrap_or(json!(0))),
@@ -337,6 +350,18 @@ mod tests {
         });
         assert!(lines[0].get("EndToEndAge").is_none());
         assert_eq!(lines[0]["Routed"], 1);
+    }
+
+    #[test]
+    fn an_event_type_nectar_does_not_document_is_counted_as_other() {
+        let types = ["document.created.v2", "unknown", "document.created.v2-MARKER", "x".repeat(300).leak()];
+        let lines = emf(|| {
+            for event_type in types {
+                info!(event_type, route = "*", delivered = 1usize, duplicates = 0usize, "webhook routed");
+            }
+        });
+        let dimension: Vec<&str> = lines.iter().filter_map(|l| l["EventType"].as_str()).collect();
+        assert_eq!(dimension, ["document.created.v2", "unknown", "other", "other"]);
     }
 
     #[test]
