@@ -44,6 +44,11 @@ MAX_MAXIMUM_CONCURRENCY = 1000
 # SAM's timeout for a function with none, in Globals or its own.
 SAM_DEFAULT_TIMEOUT_S = 3
 DAY_S = 86_400
+# The retentions (days) CloudWatch Logs accepts for a log group.
+CLOUDWATCH_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                             2922, 3288, 3653}
+LOG_RETENTION_PARAMETER = "LogRetentionDays"
+LOG_RETENTION_DEFAULT_DAYS = 30
 
 INGEST = "IngestFunction"
 ROUTER = "RouterFunction"
@@ -145,6 +150,31 @@ class Template:
         if timeout is None:
             timeout = self.globals.get("Function", {}).get("Timeout", SAM_DEFAULT_TIMEOUT_S)
         return timeout
+
+    def functions(self):
+        return sorted(n for n, r in self.resources.items()
+                      if r.get("Type") in ("AWS::Serverless::Function", "AWS::Lambda::Function"))
+
+    def of_type(self, kind):
+        return sorted(n for n, r in self.resources.items() if r.get("Type") == kind)
+
+    def log_group(self, function):
+        """The AWS::Logs::LogGroup the function writes to: the one its LoggingConfig.LogGroup names,
+        else one named /aws/lambda/${function} (Lambda's default name), else None."""
+        config = self.props(function).get("LoggingConfig") or self.globals.get("Function", {}).get("LoggingConfig", {})
+        named = config.get("LogGroup")
+        if named is not None:
+            group = self.target(named, f"{function} LoggingConfig.LogGroup")
+            assert self.resources[group]["Type"] == "AWS::Logs::LogGroup", \
+                f"{function} LoggingConfig.LogGroup names {group}, not an AWS::Logs::LogGroup"
+            return group
+        for group in self.of_type("AWS::Logs::LogGroup"):
+            name = self.props(group).get("LogGroupName")
+            if isinstance(name, dict) and "Fn::Sub" in name:
+                name = name["Fn::Sub"]
+            if name == f"/aws/lambda/${{{function}}}":
+                return group
+        return None
 
     def router_sqs_event(self):
         events = [e for e in self.props(ROUTER).get("Events", {}).values() if e.get("Type") == "SQS"]
@@ -348,6 +378,37 @@ class TemplateInvariants(unittest.TestCase):
                 window = t.router_sqs_event().get("MaximumBatchingWindowInSeconds")
                 self.assertIsNone(window, f"{ROUTER} SQS event on FIFO {t.ingest_queue()}: "
                                   f"MaximumBatchingWindowInSeconds {window!r} must be absent")
+
+        self.each(check)
+
+
+    def test_i_every_function_logs_to_a_group_with_retention(self):
+        """(i) Every function logs to a log group of the stack's own (its LoggingConfig.LogGroup, or
+        one named /aws/lambda/<function>), none shared, kept LogRetentionDays: a parameter whose
+        default is 30 days and whose every allowed value is one CloudWatch Logs accepts."""
+        p = RAW.get("Parameters", {}).get(LOG_RETENTION_PARAMETER)
+        self.assertIsNotNone(p, f"no {LOG_RETENTION_PARAMETER} parameter")
+        self.assertEqual(int(p.get("Default", 0)), LOG_RETENTION_DEFAULT_DAYS, f"{LOG_RETENTION_PARAMETER} Default")
+        allowed = {int(v) for v in p.get("AllowedValues", [])}
+        self.assertTrue(allowed, f"{LOG_RETENTION_PARAMETER} has no AllowedValues")
+        self.assertLessEqual(allowed, CLOUDWATCH_RETENTION_DAYS,
+                             f"{LOG_RETENTION_PARAMETER}: CloudWatch Logs does not accept "
+                             f"{sorted(allowed - CLOUDWATCH_RETENTION_DAYS)}")
+
+        def check(t):
+            functions = t.functions()
+            self.assertTrue(functions, "no function in the template")
+            groups = {}
+            for function in functions:
+                group = t.log_group(function)
+                self.assertIsNotNone(group, f"{function} has no log group in the template: Lambda would create "
+                                     "/aws/lambda/<function> itself, kept forever")
+                self.assertNotIn(group, groups.values(), f"{function} shares log group {group}")
+                groups[function] = group
+                retention = t.props(group).get("RetentionInDays")
+                self.assertEqual(retention, {"Ref": LOG_RETENTION_PARAMETER},
+                                 f"{group} (of {function}) RetentionInDays is {retention!r}, "
+                                 f"not !Ref {LOG_RETENTION_PARAMETER}")
 
         self.each(check)
 
