@@ -33,7 +33,8 @@ lint:
 unit-and-blackbox: $(VENV)/.installed
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
 
-## template-check: cfn-lint, then AWS's limits and the promises built on them, on the parsed template
+## template-check: cfn-lint, then AWS's limits, the promises built on them and each function's exact IAM
+## rights, on the parsed template
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python tests/template_invariants.py

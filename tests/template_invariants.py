@@ -1,4 +1,5 @@
-"""AWS's limits, and the promises built on them, checked on the parsed template.
+"""AWS's limits, the promises built on them, and each function's IAM rights (exactly
+INGEST_RIGHTS and ROUTER_RIGHTS below), checked on the parsed template.
 
 Run by `make template-check` (after cfn-lint) with .venv's python:
     .venv/bin/python tests/template_invariants.py
@@ -6,12 +7,15 @@ It ends with `N passed, M failed` and exits non-zero if any failed.
 
 The template is parsed with cfnlint.decode (it knows !Ref, !GetAtt, !If, ...),
 never searched as text. Conditions are evaluated for every value of
-IngestQueueType; a number given as a !Ref to a parameter counts as anything
+IngestQueueType (the IAM test also for every Tracing, and with and without an
+ExistingSecretArn); a number given as a !Ref to a parameter counts as anything
 between the parameter's MinValue and MaxValue, so a deployer's override cannot
 break a promise the defaults keep.
 """
 
+import itertools
 import math
+import re
 import sys
 import unittest
 from pathlib import Path
@@ -53,6 +57,56 @@ LOG_RETENTION_DEFAULT_DAYS = 30
 INGEST = "IngestFunction"
 ROUTER = "RouterFunction"
 QUEUE_TYPE_PARAMETER = "IngestQueueType"
+TRACING_PARAMETER = "Tracing"
+EXISTING_SECRET_PARAMETER = "ExistingSecretArn"
+# A value for ExistingSecretArn, to check the template with a secret it does not create.
+SOME_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nectar-AbCdEf"
+
+# Every IAM right each function has: (action, resource, why). A resource is
+# written as the template names it after conditions are resolved: "X.Arn" for
+# !GetAtt X.Arn, "X" for !Ref X, a !Sub's string as it stands, "*". Two names
+# stand for what the function is configured with: OWN_LOG_GROUP, the ARN of
+# its log group (LoggingConfig.LogGroup), and SIGNING_SECRET, the secret in
+# ingest's WEBHOOK_SECRET_ARN. The policy test fails on any right granted
+# beyond these, and on any of these not granted.
+OWN_LOG_GROUP = "<its log group's ARN>"
+SIGNING_SECRET = "<the secret in WEBHOOK_SECRET_ARN>"
+LOG_RIGHTS = [
+    ("logs:CreateLogStream", OWN_LOG_GROUP, "Lambda writes its log lines to its own group"),
+    ("logs:PutLogEvents", OWN_LOG_GROUP, "Lambda writes its log lines to its own group"),
+]
+INGEST_RIGHTS = LOG_RIGHTS + [
+    ("sqs:SendMessage", "IngestQueue.Arn", "src/adapters/sqs.rs: every verified webhook"),
+    ("s3:PutObject", "${PayloadBucket.Arn}/payloads/*", "src/adapters/payloads.rs: claim checks of bodies over 1 MiB"),
+    ("secretsmanager:GetSecretValue", SIGNING_SECRET, "src/adapters/secrets.rs: the signing secret, at cold start"),
+]
+ROUTER_RIGHTS = LOG_RIGHTS + [
+    # Lambda's SQS event source polls with the function's own role.
+    ("sqs:ReceiveMessage", "IngestQueue.Arn", "the SQS event source"),
+    ("sqs:DeleteMessage", "IngestQueue.Arn", "the SQS event source"),
+    ("sqs:GetQueueAttributes", "IngestQueue.Arn", "the SQS event source"),
+    ("sqs:SendMessage", "DocumentsQueue.Arn", "ROUTES"),
+    ("sqs:SendMessage", "ConnectionsQueue.Arn", "ROUTES"),
+    ("sqs:SendMessage", "DefaultQueue.Arn", "ROUTES"),
+    ("sqs:SendMessage", "IngestDeadLetterQueue.Arn", "src/adapters/lambda_router.rs: a message's last receive"),
+    ("s3:GetObject", "${PayloadBucket.Arn}/payloads/*", "src/adapters/payloads.rs: reading claim-checked payloads"),
+    ("s3:PutObject", "${PayloadBucket.Arn}/payloads/*",
+     "src/adapters/destinations.rs: claim checks of copies too large for SQS or EventBridge"),
+    ("dynamodb:GetItem", "IdempotencyTable.Arn", "src/adapters/idempotency.rs: claim"),
+    ("dynamodb:PutItem", "IdempotencyTable.Arn", "src/adapters/idempotency.rs: claim, complete"),
+    ("dynamodb:DeleteItem", "IdempotencyTable.Arn", "src/adapters/idempotency.rs: release"),
+    # An EventBridge route (eventbridge:NAME in ROUTES) adds
+    # ("events:PutEvents", "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/NAME", ...)
+]
+# Only with Tracing=Active; X-Ray's write actions take no resource.
+TRACING_RIGHTS = [
+    ("xray:PutTraceSegments", "*", "Tracing=Active: Lambda sends the function's trace segments"),
+    ("xray:PutTelemetryRecords", "*", "Tracing=Active"),
+]
+RIGHTS = {INGEST: INGEST_RIGHTS, ROUTER: ROUTER_RIGHTS}
+# Resource types through which a template can give a role more rights.
+POLICY_ATTACHING_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy",
+                          "AWS::Serverless::Connector")
 
 NO_VALUE = object()
 
@@ -176,6 +230,33 @@ class Template:
                 return group
         return None
 
+    def role(self, function):
+        """The AWS::IAM::Role the function's Role names (SAM then generates none and adds nothing)."""
+        node = self.props(function).get("Role")
+        assert node is not None, (f"{function} has no Role: SAM would generate one and add what its events and "
+                                  "policy templates carry (AWSLambdaSQSQueueExecutionRole for an SQS event: every queue)")
+        role = self.target(node, f"{function} Role")
+        assert self.resources[role]["Type"] == "AWS::IAM::Role", f"{function} Role names {role}, not an AWS::IAM::Role"
+        return role
+
+    def rights(self, role):
+        """Every (action, resource) the role's inline policies allow, each with the policy that grants it."""
+        granted = {}
+        for policy in self.props(role).get("Policies", []):
+            name = policy.get("PolicyName")
+            statements = policy.get("PolicyDocument", {}).get("Statement", [])
+            for statement in statements if isinstance(statements, list) else [statements]:
+                where = f"{role} policy {name} statement {statement.get('Sid', '(no Sid)')}"
+                for key in ("NotAction", "NotResource", "NotPrincipal"):
+                    assert key not in statement, f"{where}: {key} allows everything not listed"
+                if statement.get("Effect") != "Allow":
+                    continue
+                actions, resources = statement.get("Action", []), statement.get("Resource", [])
+                for action in actions if isinstance(actions, list) else [actions]:
+                    for resource in resources if isinstance(resources, list) else [resources]:
+                        granted[(action.lower(), canonical(resource, where))] = where
+        return granted
+
     def router_sqs_event(self):
         events = [e for e in self.props(ROUTER).get("Events", {}).values() if e.get("Type") == "SQS"]
         assert len(events) == 1, f"{ROUTER} has {len(events)} SQS events, expected 1"
@@ -199,6 +280,37 @@ class Template:
         return str(self.props(queue).get("FifoQueue", False)).lower() == "true"
 
 
+def canonical(node, what):
+    """A policy's resource as INGEST_RIGHTS and ROUTER_RIGHTS write it."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, dict) and len(node) == 1:
+        ((key, value),) = node.items()
+        if key == "Ref":
+            return value
+        if key == "Fn::GetAtt":
+            return ".".join(value) if isinstance(value, list) else value
+        if key == "Fn::Sub" and isinstance(value, str):
+            return value
+        if key == "Fn::Sub" and isinstance(value, list) and len(value) == 1:
+            return value[0]
+    raise AssertionError(f"{what}: cannot read resource {node!r}")
+
+
+def mentions(node, name):
+    """Whether a !Ref or !GetAtt to the resource `name` occurs anywhere in node."""
+    if isinstance(node, dict):
+        if node.get("Ref") == name:
+            return True
+        attr = node.get("Fn::GetAtt")
+        if attr is not None and (attr[0] if isinstance(attr, list) else attr.split(".")[0]) == name:
+            return True
+        return any(mentions(v, name) for v in node.values())
+    if isinstance(node, list):
+        return any(mentions(v, name) for v in node)
+    return False
+
+
 RAW = load()
 
 
@@ -208,6 +320,19 @@ def scenarios():
     if not allowed:
         return [("defaults", Template(RAW))]
     return [(f"{QUEUE_TYPE_PARAMETER}={v}", Template(RAW, {QUEUE_TYPE_PARAMETER: v})) for v in allowed]
+
+
+def parameter_sets():
+    """Every combination of the parameter values that change IAM rights or the resources they name."""
+    parameters = RAW.get("Parameters", {})
+    choices = {
+        QUEUE_TYPE_PARAMETER: parameters.get(QUEUE_TYPE_PARAMETER, {}).get("AllowedValues"),
+        TRACING_PARAMETER: parameters.get(TRACING_PARAMETER, {}).get("AllowedValues"),
+        EXISTING_SECRET_PARAMETER: ["", SOME_SECRET_ARN] if EXISTING_SECRET_PARAMETER in parameters else None,
+    }
+    choices = {name: values for name, values in choices.items() if values}
+    for values in itertools.product(*choices.values()):
+        yield dict(zip(choices, values))
 
 
 def days(seconds):
@@ -409,6 +534,77 @@ class TemplateInvariants(unittest.TestCase):
                 self.assertEqual(retention, {"Ref": LOG_RETENTION_PARAMETER},
                                  f"{group} (of {function}) RetentionInDays is {retention!r}, "
                                  f"not !Ref {LOG_RETENTION_PARAMETER}")
+
+        self.each(check)
+
+
+    def test_j_every_iam_right_is_listed(self):
+        """(j) Least privilege: each function has an explicit role (so SAM adds no managed policy or
+        policy template of its own), trusted by Lambda alone, with no managed policies, nothing
+        attached from elsewhere, and inline statements that allow exactly INGEST_RIGHTS or
+        ROUTER_RIGHTS (plus TRACING_RIGHTS with Tracing=Active): one right more or less fails.
+        Under every combination of IngestQueueType, Tracing and ExistingSecretArn."""
+        self.assertEqual(sorted(RIGHTS), sorted(Template(RAW).functions()),
+                         "every function needs its list of rights in RIGHTS, and only functions have one")
+        for overrides in parameter_sets():
+            label = " ".join(f"{k}={v or '(empty)'}" for k, v in overrides.items())
+            t = Template(RAW, overrides)
+            tracing = overrides.get(TRACING_PARAMETER) == "Active"
+            for function, rights in sorted(RIGHTS.items()):
+                with self.subTest(f"{function} {label}"):
+                    self.assertFalse("Policies" in t.props(function),
+                                     f"{function} has SAM Policies (policy templates or statements): give it a Role "
+                                     "and put each statement there; SAM ignores Policies beside a Role")
+                    role = t.role(function)
+                    props = t.props(role)
+                    self.assertEqual(
+                        props.get("AssumeRolePolicyDocument", {}).get("Statement"),
+                        [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                          "Action": "sts:AssumeRole"}],
+                        f"{role}: only Lambda may assume it",
+                    )
+                    managed = props.get("ManagedPolicyArns", [])
+                    self.assertFalse(managed, f"{role} has managed policies, whose rights are not listed here: "
+                                     f"{managed}")
+                    for other, resource in t.resources.items():
+                        kind = resource.get("Type")
+                        # A connector writes statements into the roles of the resources it joins.
+                        self.assertFalse(
+                            kind in POLICY_ATTACHING_TYPES and (kind == "AWS::Serverless::Connector"
+                                                                or mentions(resource, role)),
+                            f"{other} ({kind}) may give {role} rights not listed here",
+                        )
+                    placeholders = {
+                        OWN_LOG_GROUP: f"{t.log_group(function)}.Arn",
+                        SIGNING_SECRET: canonical(t.env(INGEST).get("WEBHOOK_SECRET_ARN"),
+                                                  f"{INGEST} WEBHOOK_SECRET_ARN"),
+                    }
+                    expected = {}
+                    for action, resource, why in rights + (TRACING_RIGHTS if tracing else []):
+                        expected[(action.lower(), placeholders.get(resource, resource))] = why
+                    granted = t.rights(role)
+                    beyond = sorted(f"{a} on {r} ({granted[(a, r)]})" for a, r in set(granted) - set(expected))
+                    missing = sorted(f"{a} on {r} ({expected[(a, r)]})" for a, r in set(expected) - set(granted))
+                    self.assertFalse(beyond, f"{role} allows rights beyond {function}'s list: {'; '.join(beyond)}")
+                    self.assertFalse(missing, f"{role} lacks rights {function} uses: {'; '.join(missing)}")
+
+    def test_k_router_may_send_to_every_queue_it_is_configured_with(self):
+        """(k) ROUTER_RIGHTS follows the router's configuration: every queue ROUTES names and its
+        DEAD_LETTER_QUEUE_URL has sqs:SendMessage; an eventbridge: route would need events:PutEvents."""
+        def check(t):
+            listed = {(a.lower(), r) for a, r, _ in ROUTER_RIGHTS}
+            env = t.env(ROUTER)
+            routes = env.get("ROUTES")
+            routes = canonical(routes, f"{ROUTER} ROUTES")
+            queues = {name for name in re.findall(r"\$\{([A-Za-z0-9]+)\}", routes)
+                      if t.resources.get(name, {}).get("Type") == "AWS::SQS::Queue"}
+            queues.add(t.router_dlq())
+            for queue in sorted(queues):
+                self.assertIn(("sqs:sendmessage", f"{queue}.Arn"), listed,
+                              f"{ROUTER} sends to {queue} (ROUTES or DEAD_LETTER_QUEUE_URL); ROUTER_RIGHTS lacks it")
+            if "eventbridge:" in routes:
+                self.assertTrue(any(a == "events:putevents" for a, _ in listed),
+                                f"{ROUTER} ROUTES has an eventbridge: route; ROUTER_RIGHTS lacks events:PutEvents")
 
         self.each(check)
 
