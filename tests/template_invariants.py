@@ -609,6 +609,48 @@ class TemplateInvariants(unittest.TestCase):
         self.each(check)
 
 
+    def test_l_every_method_and_path_reaches_ingest_through_both_entry_points(self):
+        """(l) Ingest answers every request itself (404 unknown_source, 405 method_not_allowed, ...):
+        its HTTP API event is the catch-all $default route, any method (or /{proxy+} and / with ANY),
+        with no authorizer; no other function has an HttpApi event and no other API or route exists
+        to take a request first; its function URL takes everything, unauthenticated (AuthType NONE)."""
+        def check(t):
+            events = t.props(INGEST).get("Events", {})
+            http = {name: e.get("Properties", {}) for name, e in events.items() if e.get("Type") == "HttpApi"}
+            self.assertTrue(http, f"{INGEST} has no HttpApi event")
+            routes = set()
+            for name, props in http.items():
+                self.assertNotIn("ApiId", props, f"{INGEST} event {name}: an explicit API; check its definition")
+                self.assertNotIn("Auth", props, f"{INGEST} event {name}: an authorizer answers before ingest")
+                path, method = props.get("Path"), props.get("Method")
+                if path is None and method is None:  # SAM's default: the $default route, any method
+                    path, method = "$default", "ANY"
+                method = str(method).upper()
+                if method == "X-AMAZON-APIGATEWAY-ANY-METHOD":
+                    method = "ANY"
+                routes.add((path, method))
+            catch_all = ("$default", "ANY") in routes or {("/{proxy+}", "ANY"), ("/", "ANY")} <= routes
+            self.assertTrue(catch_all, f"{INGEST}'s HTTP API routes {sorted(routes)} leave requests to API "
+                            "Gateway's own 404: route $default (or /{proxy+} and / with Method ANY)")
+            self.assertFalse(t.globals.get("HttpApi", {}).get("Auth"), "Globals HttpApi Auth: an authorizer "
+                             "answers before ingest")
+            for function in t.functions():
+                if function != INGEST:
+                    others = [n for n, e in t.props(function).get("Events", {}).items()
+                              if e.get("Type") in ("HttpApi", "Api")]
+                    self.assertFalse(others, f"{function} events {others} take routes from ingest")
+            for kind in ("AWS::Serverless::HttpApi", "AWS::Serverless::Api", "AWS::ApiGatewayV2::Api",
+                         "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Integration"):
+                self.assertFalse(t.of_type(kind), f"{kind} {t.of_type(kind)}: check that it leaves every request "
+                                 "to ingest, then extend this test")
+            url = t.props(INGEST).get("FunctionUrlConfig")
+            self.assertIsNotNone(url, f"{INGEST} has no function URL")
+            self.assertEqual(url.get("AuthType"), "NONE",
+                             f"{INGEST} function URL AuthType {url.get('AuthType')!r}: Svix cannot sign with IAM")
+
+        self.each(check)
+
+
 class Counting(unittest.TextTestResult):
     """Counts each test once: passed, or failed (however many of its subtests failed)."""
 
