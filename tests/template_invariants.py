@@ -58,6 +58,11 @@ INGEST = "IngestFunction"
 ROUTER = "RouterFunction"
 QUEUE_TYPE_PARAMETER = "IngestQueueType"
 TRACING_PARAMETER = "Tracing"
+RESERVED_CONCURRENCY_PARAMETER = "IngestReservedConcurrency"
+# Lambda's reserved concurrency is per function, at most the account's quota; the
+# HTTP API's account-level defaults are 10,000 requests per second and bursts of 5,000.
+HTTP_API_MAX_RATE = 10_000
+HTTP_API_MAX_BURST = 5_000
 EXISTING_SECRET_PARAMETER = "ExistingSecretArn"
 # A value for ExistingSecretArn, to check the template with a secret it does not create.
 SOME_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nectar-AbCdEf"
@@ -649,6 +654,44 @@ class TemplateInvariants(unittest.TestCase):
                              f"{INGEST} function URL AuthType {url.get('AuthType')!r}: Svix cannot sign with IAM")
 
         self.each(check)
+
+
+    def test_m_ingest_has_reserved_concurrency_and_the_http_api_throttles(self):
+        """(m) Ingest's ReservedConcurrentExecutions is IngestReservedConcurrency (default at least 1),
+        left out only when the parameter is 0, which means no reservation; and the HTTP API's
+        default route settings throttle, rate and burst from parameters that cannot be 0 (0 would
+        refuse every request) nor over API Gateway's own limits."""
+        p = RAW.get("Parameters", {}).get(RESERVED_CONCURRENCY_PARAMETER)
+        self.assertIsNotNone(p, f"no {RESERVED_CONCURRENCY_PARAMETER} parameter")
+        self.assertEqual(p.get("Type"), "Number", f"{RESERVED_CONCURRENCY_PARAMETER} Type")
+        self.assertGreaterEqual(int(p.get("Default", 0)), 1, f"{RESERVED_CONCURRENCY_PARAMETER} Default reserves none")
+        self.assertIn("MinValue", p, f"{RESERVED_CONCURRENCY_PARAMETER} has no MinValue")
+        minimum = int(p["MinValue"])
+        self.assertGreaterEqual(minimum, 0, f"{RESERVED_CONCURRENCY_PARAMETER} MinValue")
+        values = sorted({minimum, max(minimum, 1), int(p["Default"]), int(p.get("MaxValue", p["Default"]))})
+        for value in values:
+            with self.subTest(f"{RESERVED_CONCURRENCY_PARAMETER}={value}"):
+                t = Template(RAW, {RESERVED_CONCURRENCY_PARAMETER: value})
+                reserved = t.props(INGEST).get("ReservedConcurrentExecutions")
+                if value == 0:
+                    self.assertIsNone(reserved, f"{RESERVED_CONCURRENCY_PARAMETER}=0 must reserve nothing "
+                                      f"(a reservation of 0 throttles every invocation); got {reserved!r}")
+                else:
+                    self.assertEqual(reserved, {"Ref": RESERVED_CONCURRENCY_PARAMETER},
+                                     f"{INGEST} ReservedConcurrentExecutions is {reserved!r}, "
+                                     f"not !Ref {RESERVED_CONCURRENCY_PARAMETER}")
+
+        settings = Template(RAW).globals.get("HttpApi", {}).get("DefaultRouteSettings", {})
+        for key, most in (("ThrottlingRateLimit", HTTP_API_MAX_RATE), ("ThrottlingBurstLimit", HTTP_API_MAX_BURST)):
+            with self.subTest(key):
+                node = settings.get(key)
+                self.assertIsInstance(node, dict, f"Globals HttpApi DefaultRouteSettings.{key} is {node!r}, "
+                                      "not a !Ref to a parameter")
+                name = node.get("Ref")
+                self.assertIn(name, RAW.get("Parameters", {}), f"{key}: {node!r} is not a parameter")
+                lowest, highest = Template(RAW).bounds(node, key)
+                self.assertGreaterEqual(lowest, 1, f"{name} MinValue must be >= 1: 0 throttles every request")
+                self.assertLessEqual(highest, most, f"{name} MaxValue must be <= {most}")
 
 
 class Counting(unittest.TextTestResult):
