@@ -16,15 +16,15 @@ SAMPLE_TIMESTAMP := 1764201600
 FUZZ_SECONDS ?= 30
 CARGO_FUZZ := .tools/bin/cargo-fuzz
 
-.PHONY: soak run test lint unit-and-blackbox template-check fuzz build check-glibc deploy smoke events bench clean
+.PHONY: soak run test lint unit-and-blackbox template-check local-env-check fuzz build check-glibc deploy smoke events bench clean
 
 ## run: ingest + router locally on 127.0.0.1:3000 with an embedded queue; sends a signed sample event
 run:
 	$(CARGO) build --locked --bin nectar-webhooks
 	CLI=$(CLI) scripts/run-local.sh
 
-## test: formatting, lints, unit and black-box tests (moto's SQS), template checks, a short fuzz run
-test: lint unit-and-blackbox template-check fuzz
+## test: formatting, lints, unit and black-box tests (moto's SQS), template checks, events/local.env, a short fuzz run
+test: lint unit-and-blackbox template-check local-env-check fuzz
 
 lint:
 	$(CARGO) fmt --check
@@ -38,6 +38,10 @@ unit-and-blackbox: $(VENV)/.installed
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python tests/template_invariants.py
+
+## local-env-check: events/local.env loads by the rules cargo-lambda's `--env-file` reads it with
+local-env-check: $(VENV)/.installed
+	$(VENV)/bin/python tests/local_env.py
 
 ## soak: the fault suite's load scenario at FAULT_SUITE_N webhooks (default 50000, about 14 minutes;
 ## `make test` runs 5000)
