@@ -7,6 +7,7 @@
 use crate::core::claim_check::{self, ClaimCheckError, PayloadStore};
 use crate::core::clock::Clock;
 use crate::core::envelope::{Envelope, QueueMessage};
+use crate::core::outcome::Outcome;
 use crate::core::queue::{Queue, QueueError, Webhook};
 use crate::core::sources::{AuthError, Sources};
 use crate::core::verification::nector::NectorError;
@@ -244,15 +245,34 @@ impl<Q: Queue> Ingest<Q> {
         let webhook_id = claimed_id(request.headers);
         match self.handle(request, deadline).await {
             Ok(accepted) => {
-                info!(webhook_id = %accepted.id, source = %accepted.source, bytes = request.body.len(), "webhook queued");
+                info!(
+                    outcome = Outcome::Queued.as_str(),
+                    webhook_id = %accepted.id,
+                    source = %accepted.source,
+                    bytes = request.body.len(),
+                    "webhook queued"
+                );
                 json_response(StatusCode::ACCEPTED, &Queued { id: &accepted.id, status: "queued" })
             }
             Err(err) => {
                 let status = err.status();
                 if status.is_server_error() {
-                    error!(webhook_id, reason = err.code(), detail = %err, "webhook not queued; sender will retry");
+                    error!(
+                        outcome = Outcome::NotQueued.as_str(),
+                        webhook_id,
+                        reason = err.code(),
+                        detail = %err,
+                        "webhook not queued; sender will retry"
+                    );
                 } else {
-                    warn!(webhook_id, reason = err.code(), detail = %err, status = status.as_u16(), "webhook rejected");
+                    warn!(
+                        outcome = Outcome::Rejected.as_str(),
+                        webhook_id,
+                        reason = err.code(),
+                        detail = %err,
+                        status = status.as_u16(),
+                        "webhook rejected"
+                    );
                 }
                 let mut response = json_response(status, &Refused { error: err.code(), message: err.public_message() });
                 let headers = response.headers_mut();

@@ -10,6 +10,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
 use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope};
 use crate::core::events::{Probe, probe};
+use crate::core::outcome::Outcome;
 use crate::core::routing::{Destination, RouteTable};
 use futures_util::StreamExt as _;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
@@ -268,6 +269,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             Ok(routed) => {
                 let age_secs = signed_at.map(|t| self.clock.now_unix().saturating_sub(t));
                 info!(
+                    outcome = Outcome::Routed.as_str(),
                     webhook_id,
                     event_type = %routed.event_type,
                     route = %routed.route,
@@ -279,7 +281,13 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 None
             }
             Err(err) => {
-                error!(webhook_id, message_id = %id, error = %err, "webhook not routed; will be retried");
+                error!(
+                    outcome = Outcome::NotRouted.as_str(),
+                    webhook_id,
+                    message_id = %id,
+                    error = %err,
+                    "webhook not routed; will be retried"
+                );
                 Some(Failure { id, reason: err.to_string() })
             }
         }
