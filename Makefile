@@ -47,8 +47,13 @@ audit: $(CARGO_AUDIT)
 	  PATH=$(CURDIR)/.tools/bin:$$PATH $(CARGO) audit $$db --deny warnings --file $$dir/Cargo.lock || exit 1; \
 	done
 
+## unit-and-blackbox: every cargo test, capturing what the code logs and the response bodies the tests
+## receive into target/test-capture, then one scan of it all for secrets, payload values and AWS detail
+CAPTURE_DIR := $(CURDIR)/target/test-capture
 unit-and-blackbox: $(VENV)/.installed
-	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
+	rm -rf $(CAPTURE_DIR)
+	TEST_CAPTURE_DIR=$(CAPTURE_DIR) MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
+	$(VENV)/bin/python tests/leak_scan.py $(CAPTURE_DIR)
 
 ## template-check: cfn-lint, then AWS's limits, the promises built on them and each function's exact IAM
 ## rights, on the parsed template

@@ -35,6 +35,7 @@ async fn invoke(ingest: &Arc<Ingest<SqsQueue>>, event: Value) -> (u16, Value) {
     let response = service.ready().await.unwrap().call(LambdaEvent::new(request, Context::default())).await.unwrap();
     let response = serde_json::to_value(response).unwrap();
     let status = response["statusCode"].as_u64().unwrap() as u16;
+    record_response(response["body"].as_str().unwrap_or_default());
     let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
     (status, body)
 }
@@ -340,6 +341,7 @@ async fn a_stalled_payload_store_is_a_503_before_the_invocations_deadline() {
         .unwrap();
     let response = serde_json::to_value(response).unwrap();
     assert_eq!(response["statusCode"], 503, "{response}");
+    record_response(response["body"].as_str().unwrap());
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["error"], "payload_store_unavailable");
     assert!(drain(&client, &url, 0).await.is_empty(), "nothing was queued without its payload");
@@ -463,6 +465,7 @@ async fn a_503_says_when_to_retry_and_nothing_of_aws_errors() {
     assert_eq!(response["statusCode"], 503);
     assert_eq!(response["headers"]["retry-after"], "30");
     let body = response["body"].as_str().unwrap();
+    record_response(body);
     let parsed: Value = serde_json::from_str(body).unwrap();
     assert_eq!(parsed["error"], "queue_unavailable");
     for leak in ["NonExistentQueue", "SimpleQueueService", "123456789012", "arn:", "never-created", "service error"] {

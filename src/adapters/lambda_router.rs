@@ -160,6 +160,9 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
         max_receive_count: config.max_receive_count,
     });
     let mut router = Router::new(config.routes, destinations, store);
+    if config.local_invocation {
+        router = router.without_age_limit();
+    }
     if let Some(store) = payload_store {
         router = router.with_payload_store(store);
     }
