@@ -28,6 +28,8 @@ import sys
 import unittest
 from pathlib import Path
 
+from counting_runner import run
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_ENV = ROOT / "events" / "local.env"
 ENV_JSON = ROOT / "env.json"
@@ -196,34 +198,5 @@ class LocalEnv(unittest.TestCase):
         self.assertEqual(dict(zip(variables, out.split("\0"))), variables)
 
 
-class Counting(unittest.TextTestResult):
-    """Counts each test once: passed, or failed (however many of its subtests failed)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.failed_ids = set()
-
-    def addFailure(self, test, err):
-        self.failed_ids.add(test.id())
-        super().addFailure(test, err)
-
-    def addError(self, test, err):
-        self.failed_ids.add(test.id())
-        super().addError(test, err)
-
-    def addSubTest(self, test, subtest, err):
-        if err is not None:
-            self.failed_ids.add(test.id())
-        super().addSubTest(test, subtest, err)
-
-
-def main():
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(LocalEnv)
-    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, descriptions=False, resultclass=Counting).run(suite)
-    failed = len(result.failed_ids)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(LocalEnv))

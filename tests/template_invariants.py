@@ -22,6 +22,8 @@ from pathlib import Path
 
 import cfnlint.decode
 
+from counting_runner import run
+
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 
 # Svix gives up on an answer after this long (s).
@@ -694,34 +696,5 @@ class TemplateInvariants(unittest.TestCase):
                 self.assertLessEqual(highest, most, f"{name} MaxValue must be <= {most}")
 
 
-class Counting(unittest.TextTestResult):
-    """Counts each test once: passed, or failed (however many of its subtests failed)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.failed_ids = set()
-
-    def addFailure(self, test, err):
-        self.failed_ids.add(test.id())
-        super().addFailure(test, err)
-
-    def addError(self, test, err):
-        self.failed_ids.add(test.id())
-        super().addError(test, err)
-
-    def addSubTest(self, test, subtest, err):
-        if err is not None:
-            self.failed_ids.add(test.id())
-        super().addSubTest(test, subtest, err)
-
-
-def main():
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(TemplateInvariants)
-    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, descriptions=False, resultclass=Counting).run(suite)
-    failed = len(result.failed_ids)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(TemplateInvariants))
