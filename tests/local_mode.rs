@@ -229,7 +229,7 @@ async fn the_command_line_tool_serves_and_sends() {
     let out = out_file("cli");
     let large = std::env::temp_dir().join(unique_name("cli-s3-large")).with_extension("json");
     std::fs::write(&large, large_document(2 * 1024 * 1024)).unwrap();
-    let (mut server, port) = serve_cli(|serve| {
+    let server = serve_cli(|serve| {
         serve
             .env("ROUTES", format!("document.*=file:{};*=drop", out.display()))
             .env("QUEUE_URL", &queue)
@@ -240,10 +240,9 @@ async fn the_command_line_tool_serves_and_sends() {
             .env("AWS_REGION", "us-east-1");
     });
     let payload = project_dir().join("events/payloads/document.updated.v2.json");
-    let sent = send_cli(port, |send| send.args([&payload, &large]));
+    let sent = send_cli(server.port, |send| send.args([&payload, &large]));
     let lines = wait_for_lines(&out, 2).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let stdout = String::from_utf8_lossy(&sent.stdout);
     assert!(sent.status.success(), "{stdout}");
     assert!(stdout.lines().all(|line| line.starts_with("202 ")), "{stdout}");
@@ -267,17 +266,16 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
     let dir = std::env::temp_dir().join(unique_name("cli-payloads"));
     let payload = std::env::temp_dir().join(unique_name("cli-large")).with_extension("json");
     std::fs::write(&payload, large_document(2 * 1024 * 1024)).unwrap();
-    let (mut server, port) = serve_cli(|serve| {
+    let server = serve_cli(|serve| {
         serve
             .env("ROUTES", format!("*=file:{}", out.display()))
             .env("LOCAL_PAYLOAD_DIR", &dir)
             .env_remove("QUEUE_URL")
             .env_remove("MAX_BODY_BYTES");
     });
-    let sent = send_cli(port, |send| send.args(["--id", "msg_cli_large"]).arg(&payload));
+    let sent = send_cli(server.port, |send| send.args(["--id", "msg_cli_large"]).arg(&payload));
     let lines = wait_for_lines(&out, 1).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stdout));
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["body"].as_str().unwrap().as_bytes(), std::fs::read(&payload).unwrap());
@@ -294,18 +292,11 @@ fn send_cli(port: u16, configure: impl FnOnce(&mut Command) -> &mut Command) -> 
     configure(&mut send).output().unwrap()
 }
 
-/// Starts `nectar-webhooks serve` on a free port with the sample secret and
+/// Starts `nectar-webhooks serve` on a port of its choosing with the sample secret and
 /// what `configure` adds, and waits until it accepts connections.
-fn serve_cli(configure: impl FnOnce(&mut Command)) -> (std::process::Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+fn serve_cli(configure: impl FnOnce(&mut Command)) -> Serve {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
-    serve.args(["serve", "--addr", &format!("127.0.0.1:{port}")]).env("WEBHOOK_SECRET", SAMPLE_SECRET);
+    serve.arg("serve").env("WEBHOOK_SECRET", SAMPLE_SECRET);
     configure(&mut serve);
-    let server = serve.stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, port)
+    Serve::start(serve.stdout(Stdio::null()), None)
 }

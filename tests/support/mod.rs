@@ -74,6 +74,56 @@ pub fn record_response(body: &str) {
     }
 }
 
+/// A running `nectar-webhooks serve`, on the port it reported.
+pub struct Serve {
+    pub port: u16,
+    child: std::process::Child,
+    copier: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Serve {
+    /// Starts `command` (a `nectar-webhooks serve` with its settings) on a
+    /// port the system picks, and returns once it listens. Picking a free
+    /// port first and passing it in would race any other process that binds
+    /// one meanwhile (other test binaries, builds): the tests would then talk
+    /// to the wrong server. Standard error is read for the `listening:` line
+    /// and copied on to `log`, if given.
+    pub fn start(command: &mut Command, log: Option<PathBuf>) -> Self {
+        use std::io::BufRead as _;
+        const LISTENING: &str = "listening: POST http://127.0.0.1:";
+        let mut child = command.args(["--addr", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (bound, port) = std::sync::mpsc::channel();
+        let copier = std::thread::spawn(move || {
+            let mut copy = log.map(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap());
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find(LISTENING) {
+                    let digits: String =
+                        line[at + LISTENING.len()..].chars().take_while(char::is_ascii_digit).collect();
+                    let _ = bound.send(digits.parse::<u16>().unwrap());
+                }
+                if let Some(file) = copy.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+        });
+        let port = port.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("serve did not say where it listens within 30 s")
+        });
+        Self { port, child, copier: Some(copier) }
+    }
+
+    /// Kills the server, and returns once everything it logged is copied.
+    pub fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        if let Some(copier) = self.copier.take() {
+            copier.join().unwrap();
+        }
+    }
+}
+
 /// The sample secret that `events/` and `env.json` are signed with.
 pub const SAMPLE_SECRET: &str = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";
 
