@@ -8,7 +8,6 @@ use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
 use nectar_webhooks::core::verification::svix::sign;
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -141,26 +140,40 @@ fn moto_server_path() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("moto_server") }
 }
 
-/// Starts moto on a free loopback port. A shell watchdog ends it when this
-/// test process ends, however it ends.
+/// Starts moto on a loopback port it picks, read from its own output (a
+/// port picked free first and released would race anything that binds one
+/// meanwhile, an outgoing connection included). A shell watchdog ends it
+/// when this test process ends, however it ends.
 fn start_moto() -> String {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    use std::io::BufRead as _;
     let server = moto_server_path();
     let script = format!(
-        "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+        "\"$0\" -H 127.0.0.1 -p 0 2>&1 & m=$!; \
          while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $m",
         parent = std::process::id()
     );
-    let mut watchdog =
-        Command::new("sh").arg("-c").arg(script).arg(&server).stdin(Stdio::null()).spawn().unwrap_or_else(|err| {
-            panic!("cannot start {} (run `make test`, which installs it): {err}", server.display())
-        });
-    std::thread::spawn(move || watchdog.wait());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server ({}) did not start on port {port}", server.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(&server)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {} (run `make test`, which installs it): {err}", server.display()));
+    let output = watchdog.stdout.take().unwrap();
+    let (found, port) = std::sync::mpsc::channel();
+    // Reads moto's output for as long as it runs, so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output).lines().map_while(Result::ok) {
+            if let Some(port) = line.split("Running on http://127.0.0.1:").nth(1) {
+                let _ = found.send(port.trim().to_owned());
+            }
+        }
+        let _ = watchdog.wait();
+    });
+    let port = port
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("moto_server ({}) did not start within 60 s", server.display()));
     format!("http://127.0.0.1:{port}")
 }
 
