@@ -5,7 +5,7 @@ pub mod lambda_events;
 pub mod redrive;
 
 use crate::adapters::aws;
-use crate::adapters::destinations::Destinations;
+use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::local::payload_dir::PayloadDir;
 use crate::adapters::local::{self, LocalConfig};
 use crate::adapters::payloads::S3PayloadStore;
@@ -107,6 +107,7 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     let ingest = IngestConfig::for_local_mode(env).map_err(|e| e.to_string())?;
     let payload_dir = config::local_payload_dir(env);
+    let routes_origin = routes_file.as_ref().map_or_else(|| config::ROUTES.to_owned(), |p| p.display().to_string());
     let routes = match routes_file {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("--routes {}: {e}", path.display()))?;
@@ -131,6 +132,10 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     if let Some(sdk) = sdk.as_ref().filter(|_| needs_eventbridge) {
         destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(sdk));
     }
+    destinations
+        .check(&config.routes, Check::Reachable)
+        .await
+        .map_err(|err| format!("{routes_origin}: a destination cannot be reached, so nothing was started:\n{err}"))?;
     let (payloads, payloads_at) = payload_store(&config, sdk.as_ref(), &payload_dir)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;

@@ -161,6 +161,14 @@ impl Route {
     }
 }
 
+/// The whole rule, `PATTERN[FILTER]...=DEST[,DEST...]`, for messages.
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let destinations: Vec<String> = self.destinations.iter().map(ToString::to_string).collect();
+        write!(f, "{}={}", self.name(), destinations.join(","))
+    }
+}
+
 /// Why a route table was refused at start-up.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RouteError {
@@ -218,6 +226,11 @@ impl RouteTable {
                     route.filters.iter().all(|filter| filter.matches(payload))
                 })
         })
+    }
+
+    /// The rules, in order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
     }
 
     /// Every destination named anywhere in the table.

@@ -1,0 +1,118 @@
+//! The command-line tool as a newcomer meets it: every refusal names the
+//! setting at fault and its fix, exits non-zero, and shows no panic or
+//! backtrace.
+
+#![cfg(feature = "adapters")]
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use support::*;
+
+const CLI: &str = env!("CARGO_BIN_EXE_nectar-webhooks");
+
+/// An exited command's code and stderr.
+struct Refusal {
+    code: Option<i32>,
+    stderr: String,
+}
+
+impl Refusal {
+    /// A plain refusal: exit code 1 or 2, no panic, no backtrace, no SDK dump.
+    fn assert_plain(&self) -> &Self {
+        assert!(matches!(self.code, Some(1 | 2)), "exit {:?}: {}", self.code, self.stderr);
+        for tell in ["panicked", "backtrace", "RUST_BACKTRACE", "ServiceError {", "raw: Response"] {
+            assert!(!self.stderr.contains(tell), "{tell:?} in: {}", self.stderr);
+        }
+        self
+    }
+
+    fn assert_says(&self, words: &[&str]) -> &Self {
+        for word in words {
+            assert!(self.stderr.contains(word), "{word:?} not in: {}", self.stderr);
+        }
+        self
+    }
+}
+
+/// `nectar-webhooks` with no AWS credentials from anywhere and no
+/// instance metadata to wait for.
+fn cli() -> Command {
+    let mut command = Command::new(CLI);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("QUEUE_URL")
+        .env_remove("ROUTES")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `serve` on a free port, which must refuse to start: fails the test
+/// (and stops the server) if it logs `listening` instead.
+fn serve_refuses(configure: impl FnOnce(&mut Command) -> &mut Command) -> Refusal {
+    let mut serve = cli();
+    serve.args(["serve", "--addr", "127.0.0.1:0"]).env("WEBHOOK_SECRET", SAMPLE_SECRET);
+    configure(&mut serve);
+    let mut child = serve.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("listening") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("serve started although it should not have: {stderr}{line}");
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    Refusal { code: child.wait().unwrap().code(), stderr }
+}
+
+#[test]
+fn serve_refuses_a_file_destination_it_cannot_open() {
+    serve_refuses(|serve| serve.env("ROUTES", "*=file:/proc/nope/all.jsonl")).assert_plain().assert_says(&[
+        "ROUTES",
+        "rule \"*=file:/proc/nope/all.jsonl\"",
+        "cannot be opened for append",
+        "create its directory",
+    ]);
+}
+
+#[test]
+fn serve_refuses_an_unregistered_handler_before_listening() {
+    serve_refuses(|serve| serve.env("ROUTES", "document.*=handler:nobody;*=stdout")).assert_plain().assert_says(&[
+        "rule \"document.*=handler:nobody\"",
+        "names no registered handler",
+        "with_handler",
+    ]);
+}
+
+#[test]
+fn serve_refuses_an_sqs_destination_without_credentials() {
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/docs";
+    serve_refuses(|serve| serve.env("ROUTES", format!("*={queue}")).env("AWS_ENDPOINT_URL", "http://127.0.0.1:9"))
+        .assert_plain()
+        .assert_says(&[&format!("rule \"*={queue}\""), "no AWS credentials", "AWS_ACCESS_KEY_ID"]);
+}
+
+#[test]
+fn serve_refuses_a_queue_destination_that_does_not_exist() {
+    let missing = format!("{}/123456789012/{}", moto_endpoint(), unique_name("missing"));
+    serve_refuses(|serve| {
+        serve
+            .env("ROUTES", format!("*={missing}"))
+            .env("AWS_ENDPOINT_URL", moto_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+    })
+    .assert_plain()
+    .assert_says(&[&format!("rule \"*={missing}\""), "GetQueueAttributes failed", "check the name or URL"]);
+}
