@@ -19,10 +19,11 @@ struct Refusal {
 }
 
 impl Refusal {
-    /// A plain refusal: exit code 1 or 2, no panic, no backtrace, no SDK dump.
+    /// A plain refusal: exit code 1 or 2, no panic, no backtrace, no SDK
+    /// dump, and no colour codes (stderr is a pipe here).
     fn assert_plain(&self) -> &Self {
         assert!(matches!(self.code, Some(1 | 2)), "exit {:?}: {}", self.code, self.stderr);
-        for tell in ["panicked", "backtrace", "RUST_BACKTRACE", "ServiceError {", "raw: Response"] {
+        for tell in ["panicked", "backtrace", "RUST_BACKTRACE", "ServiceError {", "raw: Response", "\x1b["] {
             assert!(!self.stderr.contains(tell), "{tell:?} in: {}", self.stderr);
         }
         self
@@ -115,4 +116,19 @@ fn serve_refuses_a_queue_destination_that_does_not_exist() {
     })
     .assert_plain()
     .assert_says(&[&format!("rule \"*={missing}\""), "GetQueueAttributes failed", "check the name or URL"]);
+}
+
+/// `serve 2> serve.err`: plain text in files and pipes, colour only on a terminal.
+#[test]
+fn logs_into_a_pipe_carry_no_colour_codes() {
+    let mut serve = cli();
+    serve.args(["serve", "--addr", "127.0.0.1:0"]).env("WEBHOOK_SECRET", SAMPLE_SECRET).env_remove("NO_COLOR");
+    let mut child = serve.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines.map(Result::unwrap).find(|line| line.contains("listening"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let listening = listening.expect("serve logs `listening`");
+    assert!(!listening.contains('\x1b'), "{listening:?}");
+    assert!(listening.contains(" INFO "), "{listening:?}");
 }
