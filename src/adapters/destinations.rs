@@ -310,21 +310,61 @@ pub fn claim_checked_detail(delivery: &Delivery<'_>, reference: &str) -> String 
 }
 
 /// One line of the `file:` and `stdout` formats: the payload exactly as
-/// received in `body` (base64 in `bodyBase64` if it was not UTF-8).
+/// received in `body` (base64 in `bodyBase64` if it was not UTF-8). A struct,
+/// not a JSON map, so the keys keep the documented order and the short ones
+/// come before the body, which can run to megabytes.
 pub fn json_line(delivery: &Delivery<'_>) -> String {
     let envelope = delivery.envelope;
-    let mut line = serde_json::json!({
-        "id": envelope.id,
-        "source": envelope.source,
-        "timestamp": envelope.timestamp,
-        "eventType": delivery.event_type,
-        "route": delivery.route,
-    });
-    match std::str::from_utf8(&envelope.body) {
-        Ok(text) => line["body"] = text.into(),
-        Err(_) => line["bodyBase64"] = base64::engine::general_purpose::STANDARD.encode(&envelope.body).into(),
-    }
-    let mut text = line.to_string();
+    let text = std::str::from_utf8(&envelope.body).ok();
+    let line = JsonLine {
+        id: &envelope.id,
+        source: &envelope.source,
+        timestamp: envelope.timestamp,
+        event_type: delivery.event_type,
+        route: delivery.route,
+        body: text,
+        body_base64: text.is_none().then(|| base64::engine::general_purpose::STANDARD.encode(&envelope.body)),
+    };
+    let mut text = serde_json::to_string(&line).expect("strings and numbers serialise");
     text.push('\n');
     text
+}
+
+/// [`json_line`]'s fields, in the order they are written.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonLine<'a> {
+    id: &'a str,
+    source: &'a str,
+    timestamp: i64,
+    event_type: &'a str,
+    route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::envelope::Envelope;
+
+    fn line(body: &'static [u8]) -> String {
+        let envelope =
+            Envelope { source: "nectar".into(), id: "msg_1".into(), timestamp: 1_700_000_000, body: body.into() };
+        json_line(&Delivery { envelope: &envelope, event_type: "document.created.v2", route: "*", resource_id: None })
+    }
+
+    #[test]
+    fn a_json_line_keeps_the_documented_key_order() {
+        assert_eq!(
+            line(br#"{"a":1}"#),
+            "{\"id\":\"msg_1\",\"source\":\"nectar\",\"timestamp\":1700000000,\"eventType\":\"document.created.v2\",\"route\":\"*\",\"body\":\"{\\\"a\\\":1}\"}\n"
+        );
+        assert_eq!(
+            line(b"\xff"),
+            "{\"id\":\"msg_1\",\"source\":\"nectar\",\"timestamp\":1700000000,\"eventType\":\"document.created.v2\",\"route\":\"*\",\"bodyBase64\":\"/w==\"}\n"
+        );
+    }
 }
