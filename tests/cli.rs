@@ -40,7 +40,13 @@ impl Refusal {
 /// `nectar-webhooks` with no AWS credentials from anywhere and no
 /// instance metadata to wait for.
 fn cli() -> Command {
-    let mut command = Command::new(CLI);
+    command(CLI)
+}
+
+/// `binary` with no AWS credentials from anywhere and no instance metadata
+/// to wait for.
+fn command(binary: &str) -> Command {
+    let mut command = Command::new(binary);
     command
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -131,4 +137,42 @@ fn logs_into_a_pipe_carry_no_colour_codes() {
     let listening = listening.expect("serve logs `listening`");
     assert!(!listening.contains('\x1b'), "{listening:?}");
     assert!(listening.contains(" INFO "), "{listening:?}");
+}
+
+/// Runs `binary` with `args` through [`command`]'s clean environment.
+fn run(binary: &str, args: &[&str], configure: impl FnOnce(&mut Command) -> &mut Command) -> std::process::Output {
+    let mut command = command(binary);
+    command.args(args);
+    configure(&mut command).output().unwrap()
+}
+
+fn refusal(output: &std::process::Output) -> Refusal {
+    Refusal { code: output.status.code(), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+}
+
+#[test]
+fn the_lambda_bootstraps_explain_themselves_outside_lambda() {
+    for binary in [env!("CARGO_BIN_EXE_ingest"), env!("CARGO_BIN_EXE_router")] {
+        let bare = run(binary, &[], |c| c.env_remove("AWS_LAMBDA_RUNTIME_API"));
+        let bare = refusal(&bare);
+        assert_eq!(bare.code, Some(2), "{}", bare.stderr);
+        bare.assert_plain().assert_says(&["Usage:", "Lambda", "AWS_LAMBDA_RUNTIME_API", "nectar-webhooks serve"]);
+        assert_eq!(bare.stderr.lines().count(), 1, "{}", bare.stderr);
+        for help in ["--help", "-h"] {
+            let output = run(binary, &[help], |c| c.env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9"));
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert_eq!(output.status.code(), Some(0), "{stdout}");
+            assert!(stdout.starts_with("Usage:") && stdout.contains("nectar-webhooks serve"), "{stdout}");
+        }
+    }
+}
+
+#[test]
+fn a_bootstrap_s_configuration_error_prints_as_a_sentence() {
+    let output = run(env!("CARGO_BIN_EXE_ingest"), &[], |c| {
+        c.env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9").env_remove("WEBHOOK_SECRET").env_remove("WEBHOOK_SECRET_ARN")
+    });
+    let refused = refusal(&output);
+    refused.assert_plain().assert_says(&["ingest: WEBHOOK_SECRET is not set"]);
+    assert!(!refused.stderr.contains("Missing("), "{}", refused.stderr);
 }

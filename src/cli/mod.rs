@@ -256,6 +256,29 @@ fn print_signed(secret: &str, options: &SignOptions, files: &[PathBuf]) -> Resul
     Ok(())
 }
 
+/// What a Lambda bootstrap (`ingest`, `router`) does when run by hand: with
+/// `--help` or `-h`, or outside Lambda (no `AWS_LAMBDA_RUNTIME_API`, which
+/// the runtime sets), it says in one line what it is and points at local
+/// mode, rather than letting `lambda_runtime` panic on a missing variable.
+/// `None` inside Lambda: go on.
+pub fn outside_lambda(binary: &str, role: &str) -> Option<ExitCode> {
+    let help = std::env::args().skip(1).any(|arg| arg == "--help" || arg == "-h");
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+    if !help && in_lambda {
+        return None;
+    }
+    let usage = format!(
+        "Usage: {binary} (the {role} Lambda's bootstrap; it runs only inside AWS Lambda, which sets AWS_LAMBDA_RUNTIME_API). To run it locally: nectar-webhooks serve (see README.md, Local mode)."
+    );
+    if help {
+        println!("{usage}");
+        Some(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{usage}");
+        Some(ExitCode::from(2))
+    }
+}
+
 /// A webhook id unlikely to repeat: time in nanoseconds, process id, index.
 fn fresh_id(index: usize) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
