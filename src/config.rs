@@ -13,6 +13,9 @@ use thiserror::Error;
 
 /// The signing secrets: one or more `whsec_…`, separated by spaces.
 pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+/// Where [`WEBHOOK_SECRET`]'s value comes from, for messages about it.
+pub const WEBHOOK_SECRET_SOURCE: &str =
+    "the endpoint's signing secret (whsec_…) from the Svix portal, or for local use one from `nectar-webhooks secret`";
 /// The ARN of a Secrets Manager secret holding `WEBHOOK_SECRET`'s value:
 /// how the deployed ingest gets it (read once at cold start).
 pub const WEBHOOK_SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";

@@ -176,3 +176,64 @@ fn a_bootstrap_s_configuration_error_prints_as_a_sentence() {
     refused.assert_plain().assert_says(&["ingest: WEBHOOK_SECRET is not set"]);
     assert!(!refused.stderr.contains("Missing("), "{}", refused.stderr);
 }
+
+const PAYLOAD: &str = "events/payloads/document.created.v2.json";
+
+fn sign(configure: impl FnOnce(&mut Command) -> &mut Command) -> std::process::Output {
+    let mut sign = cli();
+    sign.current_dir(project_dir()).args(["sign", "--timestamp", "1700000000", PAYLOAD]).env_remove("WEBHOOK_SECRET");
+    configure(&mut sign).output().unwrap()
+}
+
+fn signature_line(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout.lines().find_map(|line| line.strip_prefix("svix-signature: ")).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn sign_takes_the_secret_from_the_environment_a_file_or_stdin_and_warns_on_the_command_line() {
+    let from_env = sign(|c| c.env("WEBHOOK_SECRET", SAMPLE_SECRET));
+    assert!(from_env.status.success() && from_env.stderr.is_empty(), "{}", refusal(&from_env).stderr);
+    let expected = signature_line(&from_env);
+    assert!(expected.starts_with("v1,"), "{expected}");
+
+    let file = std::env::temp_dir().join(unique_name("secret"));
+    std::fs::write(&file, format!("{SAMPLE_SECRET}\n")).unwrap();
+    let from_file = sign(|c| c.arg("--secret-file").arg(&file));
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(signature_line(&from_file), expected);
+
+    let mut from_stdin = cli();
+    from_stdin.current_dir(project_dir()).env_remove("WEBHOOK_SECRET");
+    from_stdin.args(["sign", "--timestamp", "1700000000", "--secret-file", "-", PAYLOAD]).stdin(Stdio::piped());
+    let mut child = from_stdin.stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), SAMPLE_SECRET.as_bytes()).unwrap();
+    assert_eq!(signature_line(&child.wait_with_output().unwrap()), expected);
+
+    let on_the_command_line = sign(|c| c.args(["--secret", SAMPLE_SECRET]));
+    assert_eq!(signature_line(&on_the_command_line), expected);
+    let warning = refusal(&on_the_command_line).stderr;
+    assert!(warning.contains("process listings") && warning.contains("WEBHOOK_SECRET"), "{warning}");
+}
+
+#[test]
+fn sign_with_the_rotation_form_signs_once_per_secret() {
+    let other = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let single = |secret: &str| signature_line(&sign(|c| c.env("WEBHOOK_SECRET", secret)));
+    let both = signature_line(&sign(|c| c.env("WEBHOOK_SECRET", format!("{SAMPLE_SECRET} {other}"))));
+    assert_eq!(both, format!("{} {}", single(SAMPLE_SECRET), single(other)));
+}
+
+#[test]
+fn signing_secrets_that_cannot_sign_are_explained() {
+    let private = "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==";
+    refusal(&sign(|c| c.env("WEBHOOK_SECRET", private)))
+        .assert_plain()
+        .assert_says(&["WEBHOOK_SECRET: entry 1", "signing needs the endpoint's symmetric secret (whsec_"]);
+    refusal(&sign(|c| c)).assert_plain().assert_says(&[
+        "set WEBHOOK_SECRET",
+        "Svix portal",
+        "nectar-webhooks secret",
+        "--secret-file",
+    ]);
+}

@@ -288,7 +288,8 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
 /// sample secret, with what `configure` adds (the files, options).
 fn send_cli(port: u16, configure: impl FnOnce(&mut Command) -> &mut Command) -> std::process::Output {
     let mut send = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
-    send.args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET]);
+    send.args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar")])
+        .env("WEBHOOK_SECRET", SAMPLE_SECRET);
     configure(&mut send).output().unwrap()
 }
 

@@ -43,9 +43,8 @@ enum Command {
         /// Where to send, e.g. http://127.0.0.1:3000/webhooks/nectar
         #[arg(long)]
         url: String,
-        /// The endpoint's signing secret (whsec_…).
-        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-        secret: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         /// Webhook id; by default a fresh one per file.
         #[arg(long)]
         id: Option<String>,
@@ -55,14 +54,17 @@ enum Command {
     },
     /// Print a signed webhook as headers or as a Lambda event (for `sam local invoke`).
     Sign {
-        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-        secret: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         /// Webhook id; by default derived from the file name.
         #[arg(long)]
         id: Option<String>,
         /// Unix timestamp to sign; by default now.
         #[arg(long)]
         timestamp: Option<i64>,
+        /// What to print: the three Svix headers, or a whole event to invoke a
+        /// Lambda with (`sam local invoke -e`): API Gateway HTTP (apigw-v2) or
+        /// REST (apigw-v1), a function URL's, or the router's SQS batch.
         #[arg(long, value_enum, default_value = "headers")]
         format: Format,
         /// Source name in the path (/webhooks/SOURCE).
@@ -81,14 +83,69 @@ enum Command {
     Redrive(redrive::Args),
 }
 
+/// Where `send` and `sign` get the signing secret: `--secret-file`, else
+/// `--secret`, else `WEBHOOK_SECRET`.
+#[derive(Debug, clap::Args)]
+struct SecretArgs {
+    /// Read the signing secret (whsec_…; several separated by spaces sign
+    /// once with each, as Svix does during a rotation) from this file, `-`
+    /// for standard input. By default it comes from WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// The signing secret itself. It shows in process listings and shell
+    /// history: prefer WEBHOOK_SECRET or --secret-file.
+    #[arg(long, value_name = "WHSEC", conflicts_with = "secret_file")]
+    secret: Option<String>,
+}
+
+impl SecretArgs {
+    /// The secret, checked: errors name where it came from.
+    fn read(self) -> Result<String, String> {
+        let (value, origin) = match (self.secret_file, self.secret) {
+            (Some(path), _) => {
+                let origin = format!("--secret-file {}", path.display());
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(&path)
+                };
+                (text.map_err(|e| format!("{origin}: {e}"))?, origin)
+            }
+            (None, Some(secret)) => {
+                eprintln!(
+                    "nectar-webhooks: warning: --secret shows the secret in process listings and shell history; set {} or use --secret-file instead",
+                    config::WEBHOOK_SECRET
+                );
+                (secret, "--secret".to_owned())
+            }
+            (None, None) => {
+                let secret = std::env::var(config::WEBHOOK_SECRET).map_err(|_| {
+                    format!(
+                        "no signing secret: set {} to {}, or pass --secret-file PATH",
+                        config::WEBHOOK_SECRET,
+                        config::WEBHOOK_SECRET_SOURCE
+                    )
+                })?;
+                (secret, config::WEBHOOK_SECRET.to_owned())
+            }
+        };
+        // Checked before any file is read or sent.
+        sign(&value, "msg_check", 0, b"").map_err(|e| format!("{origin}: {e}"))?;
+        Ok(value)
+    }
+}
+
 impl Cli {
     pub async fn run(self) -> ExitCode {
         let outcome = match self.command {
             Command::Serve { addr, routes } => serve(&addr, routes).await,
-            Command::Send { url, secret, id, files } => send(&url, &secret, id.as_deref(), &files).await,
+            Command::Send { url, secret, id, files } => match secret.read() {
+                Ok(secret) => send(&url, &secret, id.as_deref(), &files).await,
+                Err(err) => Err(err),
+            },
             Command::Sign { secret, id, timestamp, format, source, base64_body, files } => {
                 let options = SignOptions { id, timestamp, format, source, base64_body };
-                print_signed(&secret, &options, &files)
+                secret.read().and_then(|secret| print_signed(&secret, &options, &files))
             }
             Command::Secret => new_secret().map(|secret| println!("{secret}")),
             Command::Redrive(args) => redrive::run(args).await,
@@ -181,7 +238,7 @@ async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> R
         let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let id = id.map_or_else(|| fresh_id(index), str::to_owned);
         let timestamp = SystemClock.now_unix();
-        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("--secret: {e}"))?;
+        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("signing secret: {e}"))?;
         let response = client
             .post(url)
             .header("content-type", "application/json")
@@ -225,7 +282,7 @@ fn print_signed(secret: &str, options: &SignOptions, files: &[PathBuf]) -> Resul
         let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
         let id = options.id.clone().unwrap_or_else(|| format!("msg_sample_{stem}"));
-        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("--secret: {e}"))?;
+        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("signing secret: {e}"))?;
         let signed = Signed {
             source: &options.source,
             id: &id,
