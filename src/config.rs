@@ -278,7 +278,7 @@ mod tests {
         assert!(days("0").unwrap_err().to_string().starts_with("IDEMPOTENCY_TTL_DAYS: must be at least 1 day"));
         assert!(days("604800s").unwrap_err().to_string().starts_with("IDEMPOTENCY_TTL_DAYS"));
         let err = RouterConfig::from_lookup(|name| (name == ROUTES).then(|| "*=nowhere".to_owned())).unwrap_err();
-        assert!(err.to_string().starts_with("ROUTES: unknown destination"), "{err}");
+        assert!(err.to_string().starts_with("ROUTES: line 1: rule \"*=nowhere\": unknown destination"), "{err}");
     }
 
     #[test]

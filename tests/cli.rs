@@ -237,3 +237,17 @@ fn signing_secrets_that_cannot_sign_are_explained() {
         "--secret-file",
     ]);
 }
+
+#[test]
+fn a_routes_file_error_names_the_file_the_line_and_the_rule() {
+    let file = std::env::temp_dir().join(unique_name("routes")).with_extension("txt");
+    std::fs::write(&file, "# documents; then the rest\ndocument.*=stdout # mine; yours\n\n*[a=b]=stdout]\n").unwrap();
+    let refused = serve_refuses(|serve| serve.arg("--routes").arg(&file));
+    std::fs::remove_file(&file).unwrap();
+    refused
+        .assert_plain()
+        .assert_says(&[&format!("--routes {}: line 4: rule \"*[a=b]=stdout]\"", file.display()), "unbalanced `[` `]`"]);
+    serve_refuses(|serve| serve.env("ROUTES", "document.*=stdout; *=kafka:all"))
+        .assert_plain()
+        .assert_says(&["ROUTES: line 1: rule \"*=kafka:all\": unknown destination \"kafka:all\"", "eventbridge:BUS"]);
+}

@@ -12,7 +12,7 @@ use crate::adapters::payloads::S3PayloadStore;
 use crate::config::{self, IngestConfig};
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::{Clock, SystemClock};
-use crate::core::routing::Destination;
+use crate::core::routing::{Destination, RouteTable};
 use crate::core::verification::svix::sign;
 use clap::{Parser, Subcommand};
 use lambda_events::{Format, Signed};
@@ -164,15 +164,15 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     let ingest = IngestConfig::for_local_mode(env).map_err(|e| e.to_string())?;
     let payload_dir = config::local_payload_dir(env);
-    let routes_origin = routes_file.as_ref().map_or_else(|| config::ROUTES.to_owned(), |p| p.display().to_string());
+    let routes_origin =
+        routes_file.as_ref().map_or_else(|| config::ROUTES.to_owned(), |p| format!("--routes {}", p.display()));
     let routes = match routes_file {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("--routes {}: {e}", path.display()))?;
-            config::routes_from_text("--routes", &text)
+            RouteTable::parse(&text).map_err(|e| format!("--routes {}: {e}", path.display()))?
         }
-        None => config::routes_from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+        None => config::routes_from_env().map_err(|e| e.to_string())?,
+    };
     let queue_url = env(config::QUEUE_URL).filter(|u| !u.is_empty());
     let config = LocalConfig { ingest, routes, queue_url };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
