@@ -251,3 +251,33 @@ fn a_routes_file_error_names_the_file_the_line_and_the_rule() {
         .assert_plain()
         .assert_says(&["ROUTES: line 1: rule \"*=kafka:all\": unknown destination \"kafka:all\"", "eventbridge:BUS"]);
 }
+
+fn send(args: &[&str]) -> std::process::Output {
+    let mut send = cli();
+    send.current_dir(project_dir()).arg("send").args(args).env("WEBHOOK_SECRET", SAMPLE_SECRET);
+    send.output().unwrap()
+}
+
+#[test]
+fn send_shows_the_cause_goes_on_and_ends_with_a_summary() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}/webhooks/nectar");
+    let output = send(&["--url", &url, PAYLOAD, "events/payloads/document.updated.v2.json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    refusal(&output).assert_plain();
+    assert_eq!(stdout.lines().filter(|line| line.starts_with("ERR ")).count(), 2, "{stdout}");
+    assert!(stdout.to_lowercase().contains("connection refused"), "{stdout}");
+    assert!(stdout.ends_with("sent 2, 2xx 0, failed 2\n"), "{stdout}");
+}
+
+#[test]
+fn send_checks_its_url_and_every_file_before_sending() {
+    for url in ["127.0.0.1:3000/webhooks/nectar", "localhost:3000/webhooks/nectar"] {
+        refusal(&send(&["--url", url, PAYLOAD]))
+            .assert_plain()
+            .assert_says(&["--url", "http://127.0.0.1:3000/webhooks/nectar"]);
+    }
+    let output = send(&["--url", "http://127.0.0.1:9/webhooks/nectar", "nope-1.json", PAYLOAD, "nope-2.json"]);
+    assert!(output.stdout.is_empty(), "nothing was sent");
+    refusal(&output).assert_plain().assert_says(&["nothing sent", "nope-1.json", "nope-2.json"]);
+}

@@ -244,7 +244,9 @@ async fn the_command_line_tool_serves_and_sends() {
     server.wait().unwrap();
     let stdout = String::from_utf8_lossy(&sent.stdout);
     assert!(sent.status.success(), "{stdout}");
-    assert!(stdout.lines().all(|line| line.starts_with("202 ")), "{stdout}");
+    let (statuses, summary) = stdout.trim_end().rsplit_once('\n').unwrap();
+    assert!(statuses.lines().all(|line| line.starts_with("202 ")), "{stdout}");
+    assert_eq!(summary, "sent 2, 2xx 2, failed 0");
     assert_eq!(lines.len(), 2);
     let sample = lines.iter().find(|line| line["eventType"] == "document.updated.v2").unwrap();
     assert_eq!(sample["body"].as_str().unwrap().as_bytes(), std::fs::read(&payload).unwrap());

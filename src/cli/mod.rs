@@ -4,7 +4,7 @@
 pub mod lambda_events;
 pub mod redrive;
 
-use crate::adapters::aws;
+use crate::adapters::aws::{self, ErrorChain};
 use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::local::payload_dir::PayloadDir;
 use crate::adapters::local::{self, LocalConfig};
@@ -230,17 +230,32 @@ fn payload_store(
     Ok((Arc::new(store), at))
 }
 
+/// Sends every file, going on past failures; every file is read first, so a
+/// mistyped name stops the command before anything is sent. Ends with a
+/// summary line, and fails if any file was not accepted.
 async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> Result<(), String> {
+    let expected = "expected e.g. http://127.0.0.1:3000/webhooks/nectar";
+    let target = reqwest::Url::parse(url).map_err(|e| format!("--url {url:?}: {e}; {expected}"))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return Err(format!("--url {url:?}: no http:// or https://; {expected}"));
+    }
+    let (bodies, unreadable): (Vec<_>, Vec<_>) = files
+        .iter()
+        .map(|file| std::fs::read(file).map_err(|e| format!("{}: {e}", file.display())))
+        .partition(Result::is_ok);
+    if !unreadable.is_empty() {
+        let unreadable: Vec<String> = unreadable.into_iter().filter_map(Result::err).collect();
+        return Err(format!("nothing sent; cannot read {}", unreadable.join(", ")));
+    }
     let client =
         reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build().map_err(|e| e.to_string())?;
-    let mut failures = 0;
-    for (index, file) in files.iter().enumerate() {
-        let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut accepted = 0;
+    for (index, (file, body)) in files.iter().zip(bodies.into_iter().flatten()).enumerate() {
         let id = id.map_or_else(|| fresh_id(index), str::to_owned);
         let timestamp = SystemClock.now_unix();
         let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("signing secret: {e}"))?;
         let response = client
-            .post(url)
+            .post(target.clone())
             .header("content-type", "application/json")
             .header("svix-id", &id)
             .header("svix-timestamp", timestamp.to_string())
@@ -253,15 +268,14 @@ async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> R
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
                 println!("{} {} {id} {}", status.as_u16(), file.display(), text.trim());
-                failures += usize::from(!status.is_success());
+                accepted += usize::from(status.is_success());
             }
-            Err(err) => {
-                println!("ERR {} {id} {err}", file.display());
-                failures += 1;
-            }
+            Err(err) => println!("ERR {} {id} {}", file.display(), ErrorChain(&err)),
         }
     }
-    if failures == 0 { Ok(()) } else { Err(format!("{failures} of {} not accepted", files.len())) }
+    let failed = files.len() - accepted;
+    println!("sent {}, 2xx {accepted}, failed {failed}", files.len());
+    if failed == 0 { Ok(()) } else { Err(format!("{failed} of {} not accepted", files.len())) }
 }
 
 struct SignOptions {
