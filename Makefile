@@ -15,28 +15,55 @@ SAMPLE_TIMESTAMP := 1764201600
 
 FUZZ_SECONDS ?= 30
 CARGO_FUZZ := .tools/bin/cargo-fuzz
+CARGO_AUDIT := .tools/bin/cargo-audit
+# The RustSec advisory database: the snapshot kept beside the checkout when
+# there is one (these machines cannot reach the database's home), else
+# cargo audit fetches it as usual.
+ADVISORY_DB := ../shared/advisory-db
 
-.PHONY: soak run test lint unit-and-blackbox template-check fuzz build check-glibc deploy smoke events bench clean
+.PHONY: soak run test lint audit unit-and-blackbox template-check local-env-check fuzz build check-glibc deploy smoke events bench clean
 
 ## run: ingest + router locally on 127.0.0.1:3000 with an embedded queue; sends a signed sample event
 run:
 	$(CARGO) build --locked --bin nectar-webhooks
 	CLI=$(CLI) scripts/run-local.sh
 
-## test: formatting, lints, unit and black-box tests (moto's SQS), template checks, a short fuzz run
-test: lint unit-and-blackbox template-check fuzz
+## test: formatting, lints, the dependency audit, unit and black-box tests (moto's SQS), template checks,
+## events/local.env, a short fuzz run
+test: lint audit unit-and-blackbox template-check local-env-check fuzz
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-unit-and-blackbox: $(VENV)/.installed
-	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
+## audit: cargo audit of both lockfiles (the package's and fuzz/'s) for RustSec advisories, with every
+## warning (unmaintained, unsound, yanked) an error. The yanked check reads cargo's local index cache,
+## which `cargo fetch` fills for every locked crate first.
+audit: $(CARGO_AUDIT)
+	@if [ -d $(ADVISORY_DB) ]; then db="--db $(ADVISORY_DB) --no-fetch"; else db=""; fi; \
+	for dir in . fuzz; do \
+	  $(CARGO) fetch --locked --quiet --manifest-path $$dir/Cargo.toml || exit 1; \
+	  echo "cargo audit $$db --deny warnings --file $$dir/Cargo.lock"; \
+	  PATH=$(CURDIR)/.tools/bin:$$PATH $(CARGO) audit $$db --deny warnings --file $$dir/Cargo.lock || exit 1; \
+	done
 
-## template-check: cfn-lint, then AWS's limits and the promises built on them, on the parsed template
+## unit-and-blackbox: every cargo test, capturing what the code logs and the response bodies the tests
+## receive into target/test-capture, then one scan of it all for secrets, payload values and AWS detail
+CAPTURE_DIR := $(CURDIR)/target/test-capture
+unit-and-blackbox: $(VENV)/.installed
+	rm -rf $(CAPTURE_DIR)
+	TEST_CAPTURE_DIR=$(CAPTURE_DIR) MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(CARGO) test --locked
+	$(VENV)/bin/python tests/leak_scan.py $(CAPTURE_DIR)
+
+## template-check: cfn-lint, then AWS's limits, the promises built on them and each function's exact IAM
+## rights, on the parsed template
 template-check: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python tests/template_invariants.py
+
+## local-env-check: events/local.env loads by the rules cargo-lambda's `--env-file` reads it with
+local-env-check: $(VENV)/.installed
+	$(VENV)/bin/python tests/local_env.py
 
 ## soak: the fault suite's load scenario at FAULT_SUITE_N webhooks (default 50000, about 14 minutes;
 ## `make test` runs 5000)
@@ -51,6 +78,10 @@ fuzz: $(CARGO_FUZZ)
 
 $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --locked --version 0.13.2 --root .tools
+
+# 0.22.2 is the newest release; it needs Rust 1.88 and builds with 1.95.
+$(CARGO_AUDIT):
+	$(CARGO) install cargo-audit --locked --version 0.22.2 --root .tools
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

@@ -160,6 +160,9 @@ pub struct RouterConfig {
     pub claim_check_bucket: Option<String>,
     /// Copies to SQS destinations over this size are claim-checked too.
     pub max_queue_message_bytes: usize,
+    /// Invoked locally (`AWS_SAM_LOCAL=true`, set by `sam local` and in
+    /// `events/local.env`): the committed samples route whatever their age.
+    pub local_invocation: bool,
 }
 
 impl RouterConfig {
@@ -181,6 +184,7 @@ impl RouterConfig {
                 MAX_QUEUE_MESSAGE_BYTES,
                 Limits::default().max_queue_message_bytes,
             )?,
+            local_invocation: lookup(AWS_SAM_LOCAL).as_deref() == Some("true"),
         })
     }
 }

@@ -122,9 +122,11 @@ mod tests {
             info!("before any invocation");
             let span = info_span!("Lambda runtime invoke", requestId = "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
             let _entered = span.enter();
-            info!(webhook_id = "msg_abc", source = "nectar", bytes = 12, "webhook queued");
+            info!(outcome = "queued", webhook_id = "msg_abc", source = "nectar", bytes = 12, "webhook queued");
             let inner = info_span!("inner", xrayTraceId = "Root=1-5759e988-bd862e3fe1be46a994272793");
-            inner.in_scope(|| warn!(webhook_id = "msg_def", reason = "signature_mismatch", "webhook rejected"));
+            inner.in_scope(|| {
+                warn!(outcome = "rejected", webhook_id = "msg_def", reason = "signature_mismatch", "webhook rejected")
+            });
             debug!("filtered out");
         });
         assert_eq!(logs.len(), 3, "{logs:?}");
@@ -149,7 +151,7 @@ mod tests {
 
     #[test]
     fn metrics_do_not_depend_on_the_log_filter() {
-        let (logs, emf) = captured("error", || info!(webhook_id = "msg_x", "webhook queued"));
+        let (logs, emf) = captured("error", || info!(outcome = "queued", webhook_id = "msg_x", "webhook queued"));
         assert!(logs.is_empty());
         assert_eq!(emf.len(), 1);
         assert_eq!(emf[0]["Function"], "ingest");

@@ -19,7 +19,7 @@ use nectar_webhooks::core::routing::RouteTable;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -30,32 +30,8 @@ const MARKER: &str = "FAULT-SUITE-BODY-MARKER";
 /// keeps busy, and the others' deadlines assume it is not.
 static ONE_SCENARIO_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Everything this test binary logs, to check that no secret or body leaks.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let writer = Arc::clone(&logs);
-        tracing_subscriber::fmt().with_env_filter("info").with_writer(move || LogWriter(Arc::clone(&writer))).init();
-        logs
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn assert_logs_hold_no_secret_or_body() {
-    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    let logs = captured_logs();
     assert!(!logs.is_empty());
     assert!(!logs.contains(SAMPLE_SECRET.trim_start_matches("whsec_")), "the secret reached the log");
     assert!(!logs.contains(MARKER), "a body reached the log");
@@ -221,7 +197,6 @@ fn tally(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_every_webhook_is_accepted_and_delivered_exactly_once() {
     let _moto = ONE_SCENARIO_AT_A_TIME.lock().await;
-    captured_logs();
     let n = std::env::var("FAULT_SUITE_N").ok().and_then(|n| n.parse().ok()).unwrap_or(5_000);
     let proxy = FaultyProxy::start(moto_endpoint()).await;
     let out = std::env::temp_dir().join(unique_name("load")).with_extension("jsonl");
@@ -247,7 +222,6 @@ async fn load_every_webhook_is_accepted_and_delivered_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_outage_mid_run_loses_nothing_once_senders_retry() {
     let _moto = ONE_SCENARIO_AT_A_TIME.lock().await;
-    captured_logs();
     let n = 300;
     let proxy = Arc::new(FaultyProxy::start(moto_endpoint()).await);
     let out = std::env::temp_dir().join(unique_name("outage")).with_extension("jsonl");
@@ -301,7 +275,6 @@ fn ids_at(messages: &[aws_sdk_sqs::types::Message]) -> HashMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_faults_retry_then_deliver_dead_letter_then_redrive_once() {
     let _moto = ONE_SCENARIO_AT_A_TIME.lock().await;
-    captured_logs();
     let client = sqs_client();
     let proxy = FaultyProxy::start(moto_endpoint()).await;
     let destination = create_queue(&client, "fault-dest").await;

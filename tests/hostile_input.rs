@@ -68,8 +68,9 @@ impl Request {
         let _ = stream.write_all(&self.body);
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response);
-        let status = String::from_utf8_lossy(&response);
-        status.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+        let response = String::from_utf8_lossy(&response);
+        record_response(response.split_once("\r\n\r\n").map_or("", |(_, body)| body));
+        response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
     }
 }
 

@@ -35,6 +35,7 @@ async fn invoke(ingest: &Arc<Ingest<SqsQueue>>, event: Value) -> (u16, Value) {
     let response = service.ready().await.unwrap().call(LambdaEvent::new(request, Context::default())).await.unwrap();
     let response = serde_json::to_value(response).unwrap();
     let status = response["statusCode"].as_u64().unwrap() as u16;
+    record_response(response["body"].as_str().unwrap_or_default());
     let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
     (status, body)
 }
@@ -340,6 +341,7 @@ async fn a_stalled_payload_store_is_a_503_before_the_invocations_deadline() {
         .unwrap();
     let response = serde_json::to_value(response).unwrap();
     assert_eq!(response["statusCode"], 503, "{response}");
+    record_response(response["body"].as_str().unwrap());
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["error"], "payload_store_unavailable");
     assert!(drain(&client, &url, 0).await.is_empty(), "nothing was queued without its payload");
@@ -444,4 +446,29 @@ async fn a_fifo_ingest_queue_groups_by_resource_and_deduplicates_by_webhook() {
     assert_eq!(of("doc-a"), ["msg_f1", "msg_f3"], "in order, the retry of msg_f1 dropped: {received:?}");
     assert_eq!(of("doc-b"), ["msg_f2"]);
     assert!(received.iter().all(|(id, _, dedup)| id == dedup));
+}
+
+/// A 503's body is stored in the sender's attempt log, which the sender's
+/// staff can read: it names our error code and nothing of AWS's answer (here
+/// moto's `NonExistentQueue`, with the account id in the queue URL), and it
+/// says when to come back.
+#[tokio::test]
+async fn a_503_says_when_to_retry_and_nothing_of_aws_errors() {
+    let client = sqs_client();
+    let missing = format!("{}/123456789012/{}", moto_endpoint(), unique_name("never-created"));
+    let ingest = ingest_for(client, &missing, Limits::default());
+    let sig = signature("msg_missing_queue", NOW, BODY);
+    let request: LambdaRequest = serde_json::from_value(signed("msg_missing_queue", &sig, BODY).http_v2(true)).unwrap();
+    let mut service = lambda_ingest::service(Arc::clone(&ingest));
+    let response = service.ready().await.unwrap().call(LambdaEvent::new(request, Context::default())).await.unwrap();
+    let response = serde_json::to_value(response).unwrap();
+    assert_eq!(response["statusCode"], 503);
+    assert_eq!(response["headers"]["retry-after"], "30");
+    let body = response["body"].as_str().unwrap();
+    record_response(body);
+    let parsed: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(parsed["error"], "queue_unavailable");
+    for leak in ["NonExistentQueue", "SimpleQueueService", "123456789012", "arn:", "never-created", "service error"] {
+        assert!(!body.contains(leak), "{leak:?} in {body}");
+    }
 }

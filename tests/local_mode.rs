@@ -99,7 +99,9 @@ async fn post(url: &str, id: &str, body: &[u8]) -> (u16, Value) {
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let body = response.text().await.unwrap_or_default();
+    record_response(&body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-"""AWS's limits, and the promises built on them, checked on the parsed template.
+"""AWS's limits, the promises built on them, and each function's IAM rights (exactly
+INGEST_RIGHTS and ROUTER_RIGHTS below), checked on the parsed template.
 
 Run by `make template-check` (after cfn-lint) with .venv's python:
     .venv/bin/python tests/template_invariants.py
@@ -6,17 +7,22 @@ It ends with `N passed, M failed` and exits non-zero if any failed.
 
 The template is parsed with cfnlint.decode (it knows !Ref, !GetAtt, !If, ...),
 never searched as text. Conditions are evaluated for every value of
-IngestQueueType; a number given as a !Ref to a parameter counts as anything
+IngestQueueType (the IAM test also for every Tracing, and with and without an
+ExistingSecretArn); a number given as a !Ref to a parameter counts as anything
 between the parameter's MinValue and MaxValue, so a deployer's override cannot
 break a promise the defaults keep.
 """
 
+import itertools
 import math
+import re
 import sys
 import unittest
 from pathlib import Path
 
 import cfnlint.decode
+
+from counting_runner import run
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 
@@ -44,10 +50,70 @@ MAX_MAXIMUM_CONCURRENCY = 1000
 # SAM's timeout for a function with none, in Globals or its own.
 SAM_DEFAULT_TIMEOUT_S = 3
 DAY_S = 86_400
+# The retentions (days) CloudWatch Logs accepts for a log group.
+CLOUDWATCH_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                             2922, 3288, 3653}
+LOG_RETENTION_PARAMETER = "LogRetentionDays"
+LOG_RETENTION_DEFAULT_DAYS = 30
 
 INGEST = "IngestFunction"
 ROUTER = "RouterFunction"
 QUEUE_TYPE_PARAMETER = "IngestQueueType"
+TRACING_PARAMETER = "Tracing"
+RESERVED_CONCURRENCY_PARAMETER = "IngestReservedConcurrency"
+# Lambda's reserved concurrency is per function, at most the account's quota; the
+# HTTP API's account-level defaults are 10,000 requests per second and bursts of 5,000.
+HTTP_API_MAX_RATE = 10_000
+HTTP_API_MAX_BURST = 5_000
+EXISTING_SECRET_PARAMETER = "ExistingSecretArn"
+# A value for ExistingSecretArn, to check the template with a secret it does not create.
+SOME_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nectar-AbCdEf"
+
+# Every IAM right each function has: (action, resource, why). A resource is
+# written as the template names it after conditions are resolved: "X.Arn" for
+# !GetAtt X.Arn, "X" for !Ref X, a !Sub's string as it stands, "*". Two names
+# stand for what the function is configured with: OWN_LOG_GROUP, the ARN of
+# its log group (LoggingConfig.LogGroup), and SIGNING_SECRET, the secret in
+# ingest's WEBHOOK_SECRET_ARN. The policy test fails on any right granted
+# beyond these, and on any of these not granted.
+OWN_LOG_GROUP = "<its log group's ARN>"
+SIGNING_SECRET = "<the secret in WEBHOOK_SECRET_ARN>"
+LOG_RIGHTS = [
+    ("logs:CreateLogStream", OWN_LOG_GROUP, "Lambda writes its log lines to its own group"),
+    ("logs:PutLogEvents", OWN_LOG_GROUP, "Lambda writes its log lines to its own group"),
+]
+INGEST_RIGHTS = LOG_RIGHTS + [
+    ("sqs:SendMessage", "IngestQueue.Arn", "src/adapters/sqs.rs: every verified webhook"),
+    ("s3:PutObject", "${PayloadBucket.Arn}/payloads/*", "src/adapters/payloads.rs: claim checks of bodies over 1 MiB"),
+    ("secretsmanager:GetSecretValue", SIGNING_SECRET, "src/adapters/secrets.rs: the signing secret, at cold start"),
+]
+ROUTER_RIGHTS = LOG_RIGHTS + [
+    # Lambda's SQS event source polls with the function's own role.
+    ("sqs:ReceiveMessage", "IngestQueue.Arn", "the SQS event source"),
+    ("sqs:DeleteMessage", "IngestQueue.Arn", "the SQS event source"),
+    ("sqs:GetQueueAttributes", "IngestQueue.Arn", "the SQS event source"),
+    ("sqs:SendMessage", "DocumentsQueue.Arn", "ROUTES"),
+    ("sqs:SendMessage", "ConnectionsQueue.Arn", "ROUTES"),
+    ("sqs:SendMessage", "DefaultQueue.Arn", "ROUTES"),
+    ("sqs:SendMessage", "IngestDeadLetterQueue.Arn", "src/adapters/lambda_router.rs: a message's last receive"),
+    ("s3:GetObject", "${PayloadBucket.Arn}/payloads/*", "src/adapters/payloads.rs: reading claim-checked payloads"),
+    ("s3:PutObject", "${PayloadBucket.Arn}/payloads/*",
+     "src/adapters/destinations.rs: claim checks of copies too large for SQS or EventBridge"),
+    ("dynamodb:GetItem", "IdempotencyTable.Arn", "src/adapters/idempotency.rs: claim"),
+    ("dynamodb:PutItem", "IdempotencyTable.Arn", "src/adapters/idempotency.rs: claim, complete"),
+    ("dynamodb:DeleteItem", "IdempotencyTable.Arn", "src/adapters/idempotency.rs: release"),
+    # An EventBridge route (eventbridge:NAME in ROUTES) adds
+    # ("events:PutEvents", "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/NAME", ...)
+]
+# Only with Tracing=Active; X-Ray's write actions take no resource.
+TRACING_RIGHTS = [
+    ("xray:PutTraceSegments", "*", "Tracing=Active: Lambda sends the function's trace segments"),
+    ("xray:PutTelemetryRecords", "*", "Tracing=Active"),
+]
+RIGHTS = {INGEST: INGEST_RIGHTS, ROUTER: ROUTER_RIGHTS}
+# Resource types through which a template can give a role more rights.
+POLICY_ATTACHING_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy",
+                          "AWS::Serverless::Connector")
 
 NO_VALUE = object()
 
@@ -146,6 +212,58 @@ class Template:
             timeout = self.globals.get("Function", {}).get("Timeout", SAM_DEFAULT_TIMEOUT_S)
         return timeout
 
+    def functions(self):
+        return sorted(n for n, r in self.resources.items()
+                      if r.get("Type") in ("AWS::Serverless::Function", "AWS::Lambda::Function"))
+
+    def of_type(self, kind):
+        return sorted(n for n, r in self.resources.items() if r.get("Type") == kind)
+
+    def log_group(self, function):
+        """The AWS::Logs::LogGroup the function writes to: the one its LoggingConfig.LogGroup names,
+        else one named /aws/lambda/${function} (Lambda's default name), else None."""
+        config = self.props(function).get("LoggingConfig") or self.globals.get("Function", {}).get("LoggingConfig", {})
+        named = config.get("LogGroup")
+        if named is not None:
+            group = self.target(named, f"{function} LoggingConfig.LogGroup")
+            assert self.resources[group]["Type"] == "AWS::Logs::LogGroup", \
+                f"{function} LoggingConfig.LogGroup names {group}, not an AWS::Logs::LogGroup"
+            return group
+        for group in self.of_type("AWS::Logs::LogGroup"):
+            name = self.props(group).get("LogGroupName")
+            if isinstance(name, dict) and "Fn::Sub" in name:
+                name = name["Fn::Sub"]
+            if name == f"/aws/lambda/${{{function}}}":
+                return group
+        return None
+
+    def role(self, function):
+        """The AWS::IAM::Role the function's Role names (SAM then generates none and adds nothing)."""
+        node = self.props(function).get("Role")
+        assert node is not None, (f"{function} has no Role: SAM would generate one and add what its events and "
+                                  "policy templates carry (AWSLambdaSQSQueueExecutionRole for an SQS event: every queue)")
+        role = self.target(node, f"{function} Role")
+        assert self.resources[role]["Type"] == "AWS::IAM::Role", f"{function} Role names {role}, not an AWS::IAM::Role"
+        return role
+
+    def rights(self, role):
+        """Every (action, resource) the role's inline policies allow, each with the policy that grants it."""
+        granted = {}
+        for policy in self.props(role).get("Policies", []):
+            name = policy.get("PolicyName")
+            statements = policy.get("PolicyDocument", {}).get("Statement", [])
+            for statement in statements if isinstance(statements, list) else [statements]:
+                where = f"{role} policy {name} statement {statement.get('Sid', '(no Sid)')}"
+                for key in ("NotAction", "NotResource", "NotPrincipal"):
+                    assert key not in statement, f"{where}: {key} allows everything not listed"
+                if statement.get("Effect") != "Allow":
+                    continue
+                actions, resources = statement.get("Action", []), statement.get("Resource", [])
+                for action in actions if isinstance(actions, list) else [actions]:
+                    for resource in resources if isinstance(resources, list) else [resources]:
+                        granted[(action.lower(), canonical(resource, where))] = where
+        return granted
+
     def router_sqs_event(self):
         events = [e for e in self.props(ROUTER).get("Events", {}).values() if e.get("Type") == "SQS"]
         assert len(events) == 1, f"{ROUTER} has {len(events)} SQS events, expected 1"
@@ -169,6 +287,37 @@ class Template:
         return str(self.props(queue).get("FifoQueue", False)).lower() == "true"
 
 
+def canonical(node, what):
+    """A policy's resource as INGEST_RIGHTS and ROUTER_RIGHTS write it."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, dict) and len(node) == 1:
+        ((key, value),) = node.items()
+        if key == "Ref":
+            return value
+        if key == "Fn::GetAtt":
+            return ".".join(value) if isinstance(value, list) else value
+        if key == "Fn::Sub" and isinstance(value, str):
+            return value
+        if key == "Fn::Sub" and isinstance(value, list) and len(value) == 1:
+            return value[0]
+    raise AssertionError(f"{what}: cannot read resource {node!r}")
+
+
+def mentions(node, name):
+    """Whether a !Ref or !GetAtt to the resource `name` occurs anywhere in node."""
+    if isinstance(node, dict):
+        if node.get("Ref") == name:
+            return True
+        attr = node.get("Fn::GetAtt")
+        if attr is not None and (attr[0] if isinstance(attr, list) else attr.split(".")[0]) == name:
+            return True
+        return any(mentions(v, name) for v in node.values())
+    if isinstance(node, list):
+        return any(mentions(v, name) for v in node)
+    return False
+
+
 RAW = load()
 
 
@@ -178,6 +327,19 @@ def scenarios():
     if not allowed:
         return [("defaults", Template(RAW))]
     return [(f"{QUEUE_TYPE_PARAMETER}={v}", Template(RAW, {QUEUE_TYPE_PARAMETER: v})) for v in allowed]
+
+
+def parameter_sets():
+    """Every combination of the parameter values that change IAM rights or the resources they name."""
+    parameters = RAW.get("Parameters", {})
+    choices = {
+        QUEUE_TYPE_PARAMETER: parameters.get(QUEUE_TYPE_PARAMETER, {}).get("AllowedValues"),
+        TRACING_PARAMETER: parameters.get(TRACING_PARAMETER, {}).get("AllowedValues"),
+        EXISTING_SECRET_PARAMETER: ["", SOME_SECRET_ARN] if EXISTING_SECRET_PARAMETER in parameters else None,
+    }
+    choices = {name: values for name, values in choices.items() if values}
+    for values in itertools.product(*choices.values()):
+        yield dict(zip(choices, values))
 
 
 def days(seconds):
@@ -352,34 +514,187 @@ class TemplateInvariants(unittest.TestCase):
         self.each(check)
 
 
-class Counting(unittest.TextTestResult):
-    """Counts each test once: passed, or failed (however many of its subtests failed)."""
+    def test_i_every_function_logs_to_a_group_with_retention(self):
+        """(i) Every function logs to a log group of the stack's own (its LoggingConfig.LogGroup, or
+        one named /aws/lambda/<function>), none shared, kept LogRetentionDays: a parameter whose
+        default is 30 days and whose every allowed value is one CloudWatch Logs accepts."""
+        p = RAW.get("Parameters", {}).get(LOG_RETENTION_PARAMETER)
+        self.assertIsNotNone(p, f"no {LOG_RETENTION_PARAMETER} parameter")
+        self.assertEqual(int(p.get("Default", 0)), LOG_RETENTION_DEFAULT_DAYS, f"{LOG_RETENTION_PARAMETER} Default")
+        allowed = {int(v) for v in p.get("AllowedValues", [])}
+        self.assertTrue(allowed, f"{LOG_RETENTION_PARAMETER} has no AllowedValues")
+        self.assertLessEqual(allowed, CLOUDWATCH_RETENTION_DAYS,
+                             f"{LOG_RETENTION_PARAMETER}: CloudWatch Logs does not accept "
+                             f"{sorted(allowed - CLOUDWATCH_RETENTION_DAYS)}")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.failed_ids = set()
+        def check(t):
+            functions = t.functions()
+            self.assertTrue(functions, "no function in the template")
+            groups = {}
+            for function in functions:
+                group = t.log_group(function)
+                self.assertIsNotNone(group, f"{function} has no log group in the template: Lambda would create "
+                                     "/aws/lambda/<function> itself, kept forever")
+                self.assertNotIn(group, groups.values(), f"{function} shares log group {group}")
+                groups[function] = group
+                retention = t.props(group).get("RetentionInDays")
+                self.assertEqual(retention, {"Ref": LOG_RETENTION_PARAMETER},
+                                 f"{group} (of {function}) RetentionInDays is {retention!r}, "
+                                 f"not !Ref {LOG_RETENTION_PARAMETER}")
 
-    def addFailure(self, test, err):
-        self.failed_ids.add(test.id())
-        super().addFailure(test, err)
-
-    def addError(self, test, err):
-        self.failed_ids.add(test.id())
-        super().addError(test, err)
-
-    def addSubTest(self, test, subtest, err):
-        if err is not None:
-            self.failed_ids.add(test.id())
-        super().addSubTest(test, subtest, err)
+        self.each(check)
 
 
-def main():
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(TemplateInvariants)
-    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, descriptions=False, resultclass=Counting).run(suite)
-    failed = len(result.failed_ids)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    def test_j_every_iam_right_is_listed(self):
+        """(j) Least privilege: each function has an explicit role (so SAM adds no managed policy or
+        policy template of its own), trusted by Lambda alone, with no managed policies, nothing
+        attached from elsewhere, and inline statements that allow exactly INGEST_RIGHTS or
+        ROUTER_RIGHTS (plus TRACING_RIGHTS with Tracing=Active): one right more or less fails.
+        Under every combination of IngestQueueType, Tracing and ExistingSecretArn."""
+        self.assertEqual(sorted(RIGHTS), sorted(Template(RAW).functions()),
+                         "every function needs its list of rights in RIGHTS, and only functions have one")
+        for overrides in parameter_sets():
+            label = " ".join(f"{k}={v or '(empty)'}" for k, v in overrides.items())
+            t = Template(RAW, overrides)
+            tracing = overrides.get(TRACING_PARAMETER) == "Active"
+            for function, rights in sorted(RIGHTS.items()):
+                with self.subTest(f"{function} {label}"):
+                    self.assertFalse("Policies" in t.props(function),
+                                     f"{function} has SAM Policies (policy templates or statements): give it a Role "
+                                     "and put each statement there; SAM ignores Policies beside a Role")
+                    role = t.role(function)
+                    props = t.props(role)
+                    self.assertEqual(
+                        props.get("AssumeRolePolicyDocument", {}).get("Statement"),
+                        [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                          "Action": "sts:AssumeRole"}],
+                        f"{role}: only Lambda may assume it",
+                    )
+                    managed = props.get("ManagedPolicyArns", [])
+                    self.assertFalse(managed, f"{role} has managed policies, whose rights are not listed here: "
+                                     f"{managed}")
+                    for other, resource in t.resources.items():
+                        kind = resource.get("Type")
+                        # A connector writes statements into the roles of the resources it joins.
+                        self.assertFalse(
+                            kind in POLICY_ATTACHING_TYPES and (kind == "AWS::Serverless::Connector"
+                                                                or mentions(resource, role)),
+                            f"{other} ({kind}) may give {role} rights not listed here",
+                        )
+                    placeholders = {
+                        OWN_LOG_GROUP: f"{t.log_group(function)}.Arn",
+                        SIGNING_SECRET: canonical(t.env(INGEST).get("WEBHOOK_SECRET_ARN"),
+                                                  f"{INGEST} WEBHOOK_SECRET_ARN"),
+                    }
+                    expected = {}
+                    for action, resource, why in rights + (TRACING_RIGHTS if tracing else []):
+                        expected[(action.lower(), placeholders.get(resource, resource))] = why
+                    granted = t.rights(role)
+                    beyond = sorted(f"{a} on {r} ({granted[(a, r)]})" for a, r in set(granted) - set(expected))
+                    missing = sorted(f"{a} on {r} ({expected[(a, r)]})" for a, r in set(expected) - set(granted))
+                    self.assertFalse(beyond, f"{role} allows rights beyond {function}'s list: {'; '.join(beyond)}")
+                    self.assertFalse(missing, f"{role} lacks rights {function} uses: {'; '.join(missing)}")
+
+    def test_k_router_may_send_to_every_queue_it_is_configured_with(self):
+        """(k) ROUTER_RIGHTS follows the router's configuration: every queue ROUTES names and its
+        DEAD_LETTER_QUEUE_URL has sqs:SendMessage; an eventbridge: route would need events:PutEvents."""
+        def check(t):
+            listed = {(a.lower(), r) for a, r, _ in ROUTER_RIGHTS}
+            env = t.env(ROUTER)
+            routes = env.get("ROUTES")
+            routes = canonical(routes, f"{ROUTER} ROUTES")
+            queues = {name for name in re.findall(r"\$\{([A-Za-z0-9]+)\}", routes)
+                      if t.resources.get(name, {}).get("Type") == "AWS::SQS::Queue"}
+            queues.add(t.router_dlq())
+            for queue in sorted(queues):
+                self.assertIn(("sqs:sendmessage", f"{queue}.Arn"), listed,
+                              f"{ROUTER} sends to {queue} (ROUTES or DEAD_LETTER_QUEUE_URL); ROUTER_RIGHTS lacks it")
+            if "eventbridge:" in routes:
+                self.assertTrue(any(a == "events:putevents" for a, _ in listed),
+                                f"{ROUTER} ROUTES has an eventbridge: route; ROUTER_RIGHTS lacks events:PutEvents")
+
+        self.each(check)
+
+
+    def test_l_every_method_and_path_reaches_ingest_through_both_entry_points(self):
+        """(l) Ingest answers every request itself (404 unknown_source, 405 method_not_allowed, ...):
+        its HTTP API event is the catch-all $default route, any method (or /{proxy+} and / with ANY),
+        with no authorizer; no other function has an HttpApi event and no other API or route exists
+        to take a request first; its function URL takes everything, unauthenticated (AuthType NONE)."""
+        def check(t):
+            events = t.props(INGEST).get("Events", {})
+            http = {name: e.get("Properties", {}) for name, e in events.items() if e.get("Type") == "HttpApi"}
+            self.assertTrue(http, f"{INGEST} has no HttpApi event")
+            routes = set()
+            for name, props in http.items():
+                self.assertNotIn("ApiId", props, f"{INGEST} event {name}: an explicit API; check its definition")
+                self.assertNotIn("Auth", props, f"{INGEST} event {name}: an authorizer answers before ingest")
+                path, method = props.get("Path"), props.get("Method")
+                if path is None and method is None:  # SAM's default: the $default route, any method
+                    path, method = "$default", "ANY"
+                method = str(method).upper()
+                if method == "X-AMAZON-APIGATEWAY-ANY-METHOD":
+                    method = "ANY"
+                routes.add((path, method))
+            catch_all = ("$default", "ANY") in routes or {("/{proxy+}", "ANY"), ("/", "ANY")} <= routes
+            self.assertTrue(catch_all, f"{INGEST}'s HTTP API routes {sorted(routes)} leave requests to API "
+                            "Gateway's own 404: route $default (or /{proxy+} and / with Method ANY)")
+            self.assertFalse(t.globals.get("HttpApi", {}).get("Auth"), "Globals HttpApi Auth: an authorizer "
+                             "answers before ingest")
+            for function in t.functions():
+                if function != INGEST:
+                    others = [n for n, e in t.props(function).get("Events", {}).items()
+                              if e.get("Type") in ("HttpApi", "Api")]
+                    self.assertFalse(others, f"{function} events {others} take routes from ingest")
+            for kind in ("AWS::Serverless::HttpApi", "AWS::Serverless::Api", "AWS::ApiGatewayV2::Api",
+                         "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Integration"):
+                self.assertFalse(t.of_type(kind), f"{kind} {t.of_type(kind)}: check that it leaves every request "
+                                 "to ingest, then extend this test")
+            url = t.props(INGEST).get("FunctionUrlConfig")
+            self.assertIsNotNone(url, f"{INGEST} has no function URL")
+            self.assertEqual(url.get("AuthType"), "NONE",
+                             f"{INGEST} function URL AuthType {url.get('AuthType')!r}: Svix cannot sign with IAM")
+
+        self.each(check)
+
+
+    def test_m_ingest_has_reserved_concurrency_and_the_http_api_throttles(self):
+        """(m) Ingest's ReservedConcurrentExecutions is IngestReservedConcurrency (default at least 1),
+        left out only when the parameter is 0, which means no reservation; and the HTTP API's
+        default route settings throttle, rate and burst from parameters that cannot be 0 (0 would
+        refuse every request) nor over API Gateway's own limits."""
+        p = RAW.get("Parameters", {}).get(RESERVED_CONCURRENCY_PARAMETER)
+        self.assertIsNotNone(p, f"no {RESERVED_CONCURRENCY_PARAMETER} parameter")
+        self.assertEqual(p.get("Type"), "Number", f"{RESERVED_CONCURRENCY_PARAMETER} Type")
+        self.assertGreaterEqual(int(p.get("Default", 0)), 1, f"{RESERVED_CONCURRENCY_PARAMETER} Default reserves none")
+        self.assertIn("MinValue", p, f"{RESERVED_CONCURRENCY_PARAMETER} has no MinValue")
+        minimum = int(p["MinValue"])
+        self.assertGreaterEqual(minimum, 0, f"{RESERVED_CONCURRENCY_PARAMETER} MinValue")
+        values = sorted({minimum, max(minimum, 1), int(p["Default"]), int(p.get("MaxValue", p["Default"]))})
+        for value in values:
+            with self.subTest(f"{RESERVED_CONCURRENCY_PARAMETER}={value}"):
+                t = Template(RAW, {RESERVED_CONCURRENCY_PARAMETER: value})
+                reserved = t.props(INGEST).get("ReservedConcurrentExecutions")
+                if value == 0:
+                    self.assertIsNone(reserved, f"{RESERVED_CONCURRENCY_PARAMETER}=0 must reserve nothing "
+                                      f"(a reservation of 0 throttles every invocation); got {reserved!r}")
+                else:
+                    self.assertEqual(reserved, {"Ref": RESERVED_CONCURRENCY_PARAMETER},
+                                     f"{INGEST} ReservedConcurrentExecutions is {reserved!r}, "
+                                     f"not !Ref {RESERVED_CONCURRENCY_PARAMETER}")
+
+        settings = Template(RAW).globals.get("HttpApi", {}).get("DefaultRouteSettings", {})
+        for key, most in (("ThrottlingRateLimit", HTTP_API_MAX_RATE), ("ThrottlingBurstLimit", HTTP_API_MAX_BURST)):
+            with self.subTest(key):
+                node = settings.get(key)
+                self.assertIsInstance(node, dict, f"Globals HttpApi DefaultRouteSettings.{key} is {node!r}, "
+                                      "not a !Ref to a parameter")
+                name = node.get("Ref")
+                self.assertIn(name, RAW.get("Parameters", {}), f"{key}: {node!r} is not a parameter")
+                lowest, highest = Template(RAW).bounds(node, key)
+                self.assertGreaterEqual(lowest, 1, f"{name} MinValue must be >= 1: 0 throttles every request")
+                self.assertLessEqual(highest, most, f"{name} MaxValue must be <= {most}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(TemplateInvariants))

@@ -8,12 +8,16 @@
 //!   `router` and a hello-world `lambda_runtime` function, interleaved and
 //!   repeated;
 //! - peak RSS (VmHWM) over 10,000 invocations of each function;
+//! - peak RSS of the router routing a batch of ten of the largest payloads
+//!   ingest accepts, claim-checked in (stubbed) S3, to a `file:` destination;
 //! - the stripped binaries' sizes.
 //!
 //! Build the binaries first (`make bench` does): `cargo build --release --bin
 //! ingest --bin router --example hello_lambda`; `BENCH_BINARIES` names their
 //! directory (default `target/release`). Writes its figures to
-//! `$BENCH_DIR/lambda_process.json` (default `target/bench`).
+//! `$BENCH_DIR/lambda_process.json` and `$BENCH_DIR/large_payloads.json`
+//! (default `target/bench`). `LAMBDA_PROCESS_ONLY=large_payloads` runs only
+//! the large-payload batch, which needs only the `router` binary.
 
 #[path = "../support/payload.rs"]
 mod payload;
@@ -26,6 +30,7 @@ use nectar_webhooks::cli::lambda_events::Signed;
 use nectar_webhooks::core::verification::svix::sign;
 use runtime_api::{AnswerKind, RuntimeApi};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +42,16 @@ const SECRET: &str = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";
 /// How long a process may take to reach `next` or answer before the bench fails.
 const LIMIT: Duration = Duration::from_secs(20);
 const RSS_CHECKPOINTS: [usize; 3] = [1_000, 5_000, 10_000];
+/// The functions' `MemorySize` in `template.yaml`, in Lambda's MB (MiB).
+const MEMORY_SIZE_MB: u64 = 128;
+/// The largest body ingest accepts: what a Lambda event can carry.
+const LARGE_PAYLOAD_BYTES: usize = 3_112_960;
+/// Records in the large-payload batch: the router's batch size.
+const LARGE_BATCH: usize = 10;
+/// Invocations of the large-payload batch (fresh webhook ids each time).
+const LARGE_INVOCATIONS: u64 = 3;
+/// Where the large payloads are claim-checked.
+const PAYLOAD_BUCKET: &str = "bench-payloads";
 /// The CA bundle the SDK's TLS client loads at start-up, as on Amazon Linux
 /// 2023 (one bundle file, no directory of extra certificates): Debian's
 /// bundle, and an empty directory set in `main`.
@@ -50,6 +65,8 @@ enum Function {
     /// Ingest reading its secret from Secrets Manager, as deployed.
     IngestSecretsManager,
     Router,
+    /// The router fetching claim-checked payloads and writing them to a file.
+    RouterLargePayloads,
 }
 
 impl Function {
@@ -61,6 +78,7 @@ impl Function {
             Self::Ingest => "ingest",
             Self::IngestSecretsManager => "ingest_secrets_manager",
             Self::Router => "router",
+            Self::RouterLargePayloads => "router_large_payloads",
         }
     }
 
@@ -68,13 +86,16 @@ impl Function {
         match self {
             Self::Hello => dir.join("examples").join("hello_lambda"),
             Self::Ingest | Self::IngestSecretsManager => dir.join("ingest"),
-            Self::Router => dir.join("router"),
+            Self::Router | Self::RouterLargePayloads => dir.join("router"),
         }
     }
 
     /// The event one invocation gets: a signed 10 KiB document webhook for
     /// ingest, a batch of ten of them for the router.
     fn event(self, serial: u64) -> Vec<u8> {
+        if self == Self::RouterLargePayloads {
+            return large_payload_batch(serial);
+        }
         let body = payload::document_payload(10 * 1024);
         let id = format!("msg_bench_{serial:012}");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs() as i64;
@@ -90,7 +111,7 @@ impl Function {
         let event = match self {
             Self::Hello => json!({ "hello": "world" }),
             Self::Ingest | Self::IngestSecretsManager => signed.http_v2(false),
-            Self::Router => {
+            Self::Router | Self::RouterLargePayloads => {
                 let records: Vec<Value> =
                     (0..10).map(|n| Signed { id: &format!("{id}_{n}"), ..signed }.sqs_record()).collect();
                 json!({ "Records": records })
@@ -105,7 +126,9 @@ impl Function {
         let good = match self {
             Self::Hello => answer["hello"] == "world",
             Self::Ingest | Self::IngestSecretsManager => answer["statusCode"] == 202,
-            Self::Router => answer["batchItemFailures"].as_array().is_some_and(Vec::is_empty),
+            Self::Router | Self::RouterLargePayloads => {
+                answer["batchItemFailures"].as_array().is_some_and(Vec::is_empty)
+            }
         };
         assert!(good, "{}: unexpected answer {answer}", self.name());
     }
@@ -180,7 +203,7 @@ fn lambda_environment(function: Function, runtime_api: &str, aws: &str) -> Vec<(
     let mut env = vec![
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
         ("AWS_LAMBDA_FUNCTION_NAME", function.name().to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_SIZE_MB.to_string()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", function.name())),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]0000".to_owned()),
@@ -211,8 +234,90 @@ fn lambda_environment(function: Function, runtime_api: &str, aws: &str) -> Vec<(
             env.push(("QUEUE_URL", format!("{aws}/123456789012/nectar-webhooks-ingest")));
         }
         Function::Router => env.push(("ROUTES", "*=drop".to_owned())),
+        Function::RouterLargePayloads => {
+            env.push(("ROUTES", format!("*=file:{}", large_payload_output().display())));
+            env.push(("CLAIM_CHECK_BUCKET", PAYLOAD_BUCKET.to_owned()));
+        }
     }
     env
+}
+
+/// Where the large-payload router writes what it routes.
+fn large_payload_output() -> PathBuf {
+    EMPTY_CERT_DIR.get().expect("set in main").with_file_name("large-payloads.jsonl")
+}
+
+/// The stubbed S3 objects: `LARGE_BATCH` document payloads of
+/// `LARGE_PAYLOAD_BYTES`, each about a different document, so the router
+/// may deliver them all at once.
+fn large_payload_objects() -> HashMap<String, Vec<u8>> {
+    let body = payload::document_payload(LARGE_PAYLOAD_BYTES);
+    let id = br#""id":"b2d4e6f8-1234-5678-9abc-def012345678""#;
+    let at = body.windows(id.len()).position(|w| w == id).expect("the sample document's id");
+    (0..LARGE_BATCH)
+        .map(|n| {
+            let mut body = body.clone();
+            body[at + id.len() - 2] = b'0' + u8::try_from(n).expect("under 10");
+            (format!("/{PAYLOAD_BUCKET}/payloads/nectar/large_{n}"), body)
+        })
+        .collect()
+}
+
+/// A batch of `LARGE_BATCH` pointer messages, as ingest queues webhooks too
+/// large for SQS: no body, the payload's S3 reference in an attribute.
+fn large_payload_batch(serial: u64) -> Vec<u8> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs() as i64;
+    let records: Vec<Value> = (0..LARGE_BATCH)
+        .map(|n| {
+            let id = format!("msg_large_{serial:06}_{n}");
+            let signed =
+                Signed { source: "nectar", id: &id, timestamp: now, signature: "", body: b"", base64_body: false };
+            let mut record = signed.sqs_record();
+            record["messageAttributes"]["claim-check"] = json!({
+                "stringValue": format!("s3://{PAYLOAD_BUCKET}/payloads/nectar/large_{n}"),
+                "stringListValues": [], "binaryListValues": [], "dataType": "String",
+            });
+            record
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "Records": records })).expect("serialisable")
+}
+
+/// The router's peak memory routing batches of large claim-checked payloads.
+fn large_payloads(dir: &Path, aws: &str) -> Value {
+    let function = Function::RouterLargePayloads;
+    let output = large_payload_output();
+    let _ = std::fs::remove_file(&output);
+    let process = Process::start(function, dir, aws);
+    let mut polled = process.wait_for_poll(function);
+    let (after_init, _) = process.memory();
+    let mut peaks = Vec::new();
+    let mut busy = Duration::ZERO;
+    for serial in 1..=LARGE_INVOCATIONS {
+        busy += process.invoke(function, function.event(serial)) - polled;
+        polled = process.wait_for_poll(function);
+        peaks.push(process.memory().0);
+    }
+    let written = std::fs::read_to_string(&output).expect("the router wrote its deliveries");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), LARGE_BATCH * LARGE_INVOCATIONS as usize, "every payload delivered");
+    assert!(lines.iter().all(|line| line.len() > LARGE_PAYLOAD_BYTES), "whole payloads delivered");
+    std::fs::remove_file(&output).expect("removable");
+    let peak = *peaks.iter().max().expect("invocations");
+    println!(
+        "router, {LARGE_BATCH} claim-checked payloads of {LARGE_PAYLOAD_BYTES} bytes per batch: VmHWM {peak} KiB \
+         ({:.0}% of {MEMORY_SIZE_MB} MB)",
+        peak as f64 / (MEMORY_SIZE_MB as f64 * 1024.0) * 100.0
+    );
+    json!({
+        "payload_bytes": LARGE_PAYLOAD_BYTES,
+        "records_per_batch": LARGE_BATCH,
+        "invocations": LARGE_INVOCATIONS,
+        "memory_size_mb": MEMORY_SIZE_MB,
+        "after_init_vm_hwm_kib": after_init,
+        "vm_hwm_kib_after_each": peaks,
+        "mean_invocation_us": micros(busy / LARGE_INVOCATIONS as u32),
+    })
 }
 
 /// One cold start: (init, first invocation, second invocation).
@@ -323,7 +428,15 @@ fn main() {
     std::fs::create_dir_all(&empty).expect("a writable target directory");
     EMPTY_CERT_DIR.set(empty).expect("set once");
 
-    let aws = aws_stub::start(SECRET);
+    let aws = aws_stub::start(SECRET, large_payload_objects());
+    let large = large_payloads(&dir, &aws);
+    std::fs::create_dir_all(&out).expect("a writable target directory");
+    let path = out.join("large_payloads.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&large).expect("serialisable")).expect("writable");
+    println!("wrote {}", path.display());
+    if std::env::var("LAMBDA_PROCESS_ONLY").is_ok_and(|only| only == "large_payloads") {
+        return;
+    }
     let memory: Vec<Value> =
         [Function::Hello, Function::Ingest, Function::Router].into_iter().map(|f| memory(f, &dir, &aws)).collect();
     let report = json!({
@@ -332,7 +445,6 @@ fn main() {
         "cold_start": cold_starts(&dir, &aws, runs),
         "memory": memory,
     });
-    std::fs::create_dir_all(&out).expect("a writable target directory");
     let path = out.join("lambda_process.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("serialisable")).expect("writable");
     println!("wrote {}", path.display());

@@ -8,6 +8,7 @@ use crate::config::RouterConfig;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen, SeenStore};
 use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, QueueMessage};
+use crate::core::outcome::Outcome;
 use crate::core::router::{Deliver, Failure, Record, Router};
 use crate::core::routing::Destination;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -75,7 +76,14 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
         let fifo = sqs::is_fifo(&dead_letters.queue_url).then(|| dead_letter_fifo_ids(message, &failure.id));
         match sqs::send(&dead_letters.client, &dead_letters.queue_url, copy, fifo).await {
             Ok(()) => {
-                error!(webhook_id, message_id = %failure.id, receives, reason = %failure.reason, "webhook dead-lettered");
+                error!(
+                    outcome = Outcome::DeadLettered.as_str(),
+                    webhook_id,
+                    message_id = %failure.id,
+                    receives,
+                    reason = %failure.reason,
+                    "webhook dead-lettered"
+                );
                 true
             }
             Err(err) => {
@@ -155,6 +163,9 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
         max_receive_count: config.max_receive_count,
     });
     let mut router = Router::new(config.routes, destinations, store);
+    if config.local_invocation {
+        router = router.without_age_limit();
+    }
     if let Some(store) = payload_store {
         router = router.with_payload_store(store);
     }

@@ -3,22 +3,25 @@
 //! [Embedded Metric Format](https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html)
 //! lines on standard output, which CloudWatch Logs extracts as metrics.
 //!
-//! The core knows nothing of metrics; this layer recognises its events by
-//! their message and reads their fields:
+//! The core knows nothing of metrics; this layer reads the typed `outcome`
+//! field its log lines carry ([`Outcome`]), never their wording, and the
+//! fields beside it:
 //!
-//! | Event | Metrics (namespace `NectarWebhooks`) |
+//! | `outcome` | Metrics (namespace `NectarWebhooks`) |
 //! |---|---|
-//! | `webhook queued` | `Received`, `Enqueued` |
-//! | `webhook rejected` (`reason`) | `Received`, `Rejected` (also by `Reason`) |
-//! | `webhook not queued; sender will retry` | `Received`, `EnqueueFailed` |
-//! | `webhook routed` (`event_type`, `route`, `delivered`, `duplicates`, `age_secs`) | `Routed` = delivered (also by `EventType`, `Route`), `DuplicatesSkipped`, `EndToEndAge` (seconds) |
-//! | `webhook not routed; will be retried` | `DeliveryFailures` |
-//! | `webhook dead-lettered` | `DeadLettered` |
+//! | `queued` | `Received`, `Enqueued` |
+//! | `rejected` (`reason`) | `Received`, `Rejected` (also by `Reason`) |
+//! | `not_queued` | `Received`, `EnqueueFailed` |
+//! | `routed` (`event_type`, `route`, `delivered`, `duplicates`, `age_secs`) | `Routed` = delivered (also by `EventType`, `Route`), `DuplicatesSkipped`, `EndToEndAge` (seconds) |
+//! | `not_routed` | `DeliveryFailures` |
+//! | `dead_lettered` | `DeadLettered` |
 //!
 //! Every metric carries the dimension `Function` (`AWS_LAMBDA_FUNCTION_NAME`);
 //! those with more dimensions are published both ways, so an alarm can watch
 //! the total without naming every reason or route.
 
+use crate::core::events::types::{NECTAR_EVENT_TYPES, UNKNOWN_EVENT_TYPE};
+use crate::core::outcome::{OUTCOME_FIELD, Outcome};
 use serde_json::{Map, Value, json};
 use std::fmt;
 use std::io::Write as _;
@@ -62,11 +65,10 @@ impl<S: Subscriber, W: for<'w> MakeWriter<'w> + 'static> Layer<S> for EmfLayer<W
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut fields = FieldValues::default();
         event.record(&mut fields);
-        let message = fields.0.get("message").and_then(Value::as_str).unwrap_or_default();
-        let metrics = metrics_for(message, &fields.0);
-        if metrics.is_empty() {
+        let Some(outcome) = fields.0.get(OUTCOME_FIELD).and_then(Value::as_str).and_then(Outcome::parse) else {
             return;
-        }
+        };
+        let metrics = metrics_for(outcome, &fields.0);
         let mut line = document(&self.function, unix_millis(), &metrics).to_string();
         line.push('\n');
         // One write per line, so lines never interleave; a failed write only
@@ -88,23 +90,35 @@ fn count(name: &'static str, value: impl Into<Value>) -> Metric {
     Metric { name, value: value.into(), unit: "Count", dimensions: Vec::new() }
 }
 
-fn metrics_for(message: &str, fields: &Map<String, Value>) -> Vec<Metric> {
+/// The `EventType` dimension: Nectar's documented types (and `unknown`) as
+/// they are, anything else `other`. The type comes from the payload, and
+/// every distinct dimension value is a metric CloudWatch bills by the month,
+/// so a sender (or anyone past verification) must not be able to mint them.
+fn bounded_event_type(event_type: &str) -> String {
+    let known = NECTAR_EVENT_TYPES.contains(&event_type) || event_type == UNKNOWN_EVENT_TYPE;
+    if known { event_type.to_owned() } else { OTHER_EVENT_TYPE.to_owned() }
+}
+
+/// The `EventType` of every type Nectar does not document.
+pub const OTHER_EVENT_TYPE: &str = "other";
+
+fn metrics_for(outcome: Outcome, fields: &Map<String, Value>) -> Vec<Metric> {
     let text = |name: &str| match fields.get(name) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None => "-".to_owned(),
     };
     let number = |name: &str| fields.get(name).filter(|v| v.is_number()).cloned();
-    match message {
-        "webhook queued" => vec![count("Received", 1), count("Enqueued", 1)],
-        "webhook rejected" => {
+    match outcome {
+        Outcome::Queued => vec![count("Received", 1), count("Enqueued", 1)],
+        Outcome::Rejected => {
             vec![count("Received", 1), Metric { dimensions: vec![("Reason", text("reason"))], ..count("Rejected", 1) }]
         }
-        "webhook not queued; sender will retry" => vec![count("Received", 1), count("EnqueueFailed", 1)],
-        "webhook routed" => {
+        Outcome::NotQueued => vec![count("Received", 1), count("EnqueueFailed", 1)],
+        Outcome::Routed => {
             let mut metrics = vec![
                 Metric {
-                    dimensions: vec![("EventType", text("event_type")), ("Route", text("route"))],
+                    dimensions: vec![("EventType", bounded_event_type(&text("event_type"))), ("Route", text("route"))],
                     ..count("Routed", number("delivered").unwrap_or(json!(0)))
                 },
                 count("DuplicatesSkipped", number("duplicates").unwrap_or(json!(0))),
@@ -114,9 +128,8 @@ fn metrics_for(message: &str, fields: &Map<String, Value>) -> Vec<Metric> {
             }
             metrics
         }
-        "webhook not routed; will be retried" => vec![count("DeliveryFailures", 1)],
-        "webhook dead-lettered" => vec![count("DeadLettered", 1)],
-        _ => Vec::new(),
+        Outcome::NotRouted => vec![count("DeliveryFailures", 1)],
+        Outcome::DeadLettered => vec![count("DeadLettered", 1)],
     }
 }
 
@@ -243,7 +256,8 @@ mod tests {
 
     #[test]
     fn a_queued_webhook_is_received_and_enqueued() {
-        let lines = emf(|| info!(webhook_id = "msg_1", source = "nectar", bytes = 42, "webhook queued"));
+        let lines =
+            emf(|| info!(outcome = "queued", webhook_id = "msg_1", source = "nectar", bytes = 42, "webhook queued"));
         assert_eq!(lines.len(), 1);
         let line = &lines[0];
         assert_eq!(line["Function"], "nectar-router");
@@ -262,6 +276,7 @@ mod tests {
                 reason = "signature_mismatch",
                 detail = "x",
                 status = 401u16,
+                outcome = "rejected",
                 "webhook rejected"
             );
         });
@@ -284,6 +299,7 @@ mod tests {
                 webhook_id = "msg_3",
                 reason = "queue_unavailable",
                 detail = "x",
+                outcome = "not_queued",
                 "webhook not queued; sender will retry"
             );
         });
@@ -302,6 +318,7 @@ mod tests {
                 delivered = 2usize,
                 duplicates = 1usize,
                 age_secs = Some(7i64),
+                outcome = "routed",
                 "webhook routed"
             );
         });
@@ -332,6 +349,7 @@ mod tests {
                 delivered = 1usize,
                 duplicates = 0usize,
                 age_secs,
+                outcome = "routed",
                 "webhook routed"
             );
         });
@@ -340,10 +358,79 @@ mod tests {
     }
 
     #[test]
+    fn an_event_type_nectar_does_not_document_is_counted_as_other() {
+        let types = ["document.created.v2", "unknown", "document.created.v2-MARKER", "x".repeat(300).leak()];
+        let lines = emf(|| {
+            for event_type in types {
+                info!(
+                    outcome = "routed",
+                    event_type,
+                    route = "*",
+                    delivered = 1usize,
+                    duplicates = 0usize,
+                    "webhook routed"
+                );
+            }
+        });
+        let dimension: Vec<&str> = lines.iter().filter_map(|l| l["EventType"].as_str()).collect();
+        assert_eq!(dimension, ["document.created.v2", "unknown", "other", "other"]);
+    }
+
+    /// A queue that takes everything, or refuses everything.
+    struct TestQueue(bool);
+
+    impl crate::core::queue::Queue for TestQueue {
+        async fn enqueue(
+            &self,
+            _: crate::core::envelope::QueueMessage,
+            _: crate::core::queue::Webhook<'_>,
+        ) -> Result<(), crate::core::queue::QueueError> {
+            if self.0 { Ok(()) } else { Err(crate::core::queue::QueueError("refused".into())) }
+        }
+    }
+
+    /// The metrics come from the code paths themselves, not from log lines
+    /// written for the test: ingest's accept, refuse and enqueue-failure
+    /// answers each emit the metric its alarm or dashboard reads.
+    #[test]
+    fn ingest_emits_each_metric_from_its_own_code_path() {
+        use crate::core::ingest::{IncomingRequest, Ingest, Limits};
+        let secret = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";
+        let config =
+            crate::config::IngestConfig::from_lookup(|n| (n == "WEBHOOK_SECRET").then(|| secret.into())).unwrap();
+        let clock = std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600));
+        let body = br#"{"eventType":"document.created.v2"}"#;
+        let signature = crate::core::verification::svix::sign(secret, "msg_m", 1_764_201_600, body).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("svix-id", "msg_m".parse().unwrap());
+        headers.insert("svix-timestamp", "1764201600".parse().unwrap());
+        headers.insert("svix-signature", signature.parse().unwrap());
+        let request = IncomingRequest {
+            method: &http::Method::POST,
+            path: "/webhooks/nectar",
+            headers: &headers,
+            body,
+            body_undecodable: false,
+        };
+        let unsigned = http::HeaderMap::new();
+        let metrics = |queue_takes: bool, request: IncomingRequest<'_>| {
+            let ingest = Ingest::new(config.sources(), TestQueue(queue_takes), Limits::default(), clock.clone());
+            let lines = emf(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+                runtime.block_on(ingest.respond(request, std::future::pending()));
+            });
+            directives(&lines[0]).into_iter().flat_map(|(_, names)| names).collect::<Vec<_>>()
+        };
+        assert!(metrics(true, request).contains(&"Enqueued".to_owned()));
+        assert!(metrics(false, request).contains(&"EnqueueFailed".to_owned()));
+        assert!(metrics(true, IncomingRequest { headers: &unsigned, ..request }).contains(&"Rejected".to_owned()));
+    }
+
+    #[test]
     fn failures_and_dead_letters_are_counted() {
         let lines = emf(|| {
-            error!(webhook_id = "msg_5", message_id = "m", error = "boom", "webhook not routed; will be retried");
-            error!(message_id = "m", receives = 5u32, reason = "boom", "webhook dead-lettered");
+            error!(outcome = "not_routed", webhook_id = "msg_5", message_id = "m", error = "boom", "not routed");
+            error!(outcome = "dead_lettered", message_id = "m", receives = 5u32, reason = "boom", "any wording");
         });
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["DeliveryFailures"], 1);
@@ -356,7 +443,7 @@ mod tests {
         let lines = emf(|| {
             info!(webhook_id = "msg_6", "duplicate webhook; already delivered, skipped");
             info!("listening");
-            info!(target: "aws_smithy_runtime", "webhook queued");
+            info!(target: "aws_smithy_runtime", outcome = "queued", "webhook queued");
         });
         assert!(lines.is_empty(), "{lines:?}");
     }

@@ -7,6 +7,7 @@
 use crate::core::claim_check::{self, ClaimCheckError, PayloadStore};
 use crate::core::clock::Clock;
 use crate::core::envelope::{Envelope, QueueMessage};
+use crate::core::outcome::Outcome;
 use crate::core::queue::{Queue, QueueError, Webhook};
 use crate::core::sources::{AuthError, Sources};
 use crate::core::verification::nector::NectorError;
@@ -86,6 +87,11 @@ pub enum IngestError {
 pub const DELIVERY_CONTROL_HEADER: &str = "webhook-delivery";
 pub const ABORT_MESSAGE: &str = "abort-message";
 
+/// `Retry-After` on a 503, in seconds, which Standard Webhooks asks senders
+/// to honour: long enough for SQS or S3 to recover from a brief fault,
+/// short against Svix's own schedule (its next attempts come minutes apart).
+pub const RETRY_AFTER_SECS: &str = "30";
+
 impl IngestError {
     /// The one place refusals become status codes.
     pub fn status(&self) -> StatusCode {
@@ -114,6 +120,18 @@ impl IngestError {
     /// size: a signature or a secret may be fixed by configuration meanwhile.
     pub fn is_final(&self) -> bool {
         matches!(self, Self::BodyTooLarge { .. } | Self::QueueMessageTooLarge { .. })
+    }
+
+    /// The response body's message. The sender stores response bodies in its
+    /// attempt log, readable by its staff, so a 503 says only what happened;
+    /// the cause (an AWS error naming the account, role or queue) goes to
+    /// our log line alone.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Queue(_) => "the webhook could not be queued in time; retry later".to_owned(),
+            Self::PayloadStore(_) => "the webhook's payload could not be stored in time; retry later".to_owned(),
+            refusal => refusal.to_string(),
+        }
     }
 
     /// A stable, machine-readable name for logs, metrics and response bodies.
@@ -227,21 +245,42 @@ impl<Q: Queue> Ingest<Q> {
         let webhook_id = claimed_id(request.headers);
         match self.handle(request, deadline).await {
             Ok(accepted) => {
-                info!(webhook_id = %accepted.id, source = %accepted.source, bytes = request.body.len(), "webhook queued");
+                info!(
+                    outcome = Outcome::Queued.as_str(),
+                    webhook_id = %accepted.id,
+                    source = %accepted.source,
+                    bytes = request.body.len(),
+                    "webhook queued"
+                );
                 json_response(StatusCode::ACCEPTED, &Queued { id: &accepted.id, status: "queued" })
             }
             Err(err) => {
                 let status = err.status();
                 if status.is_server_error() {
-                    error!(webhook_id, reason = err.code(), detail = %err, "webhook not queued; sender will retry");
+                    error!(
+                        outcome = Outcome::NotQueued.as_str(),
+                        webhook_id,
+                        reason = err.code(),
+                        detail = %err,
+                        "webhook not queued; sender will retry"
+                    );
                 } else {
-                    warn!(webhook_id, reason = err.code(), detail = %err, status = status.as_u16(), "webhook rejected");
+                    warn!(
+                        outcome = Outcome::Rejected.as_str(),
+                        webhook_id,
+                        reason = err.code(),
+                        detail = %err,
+                        status = status.as_u16(),
+                        "webhook rejected"
+                    );
                 }
-                let mut response = json_response(status, &Refused { error: err.code(), message: err.to_string() });
+                let mut response = json_response(status, &Refused { error: err.code(), message: err.public_message() });
+                let headers = response.headers_mut();
                 if err.is_final() {
-                    response
-                        .headers_mut()
-                        .insert(DELIVERY_CONTROL_HEADER, http::HeaderValue::from_static(ABORT_MESSAGE));
+                    headers.insert(DELIVERY_CONTROL_HEADER, http::HeaderValue::from_static(ABORT_MESSAGE));
+                }
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static(RETRY_AFTER_SECS));
                 }
                 response
             }

@@ -10,6 +10,7 @@
 //! - [`router`]: routing and delivering a batch, once per destination.
 //! - [`handlers`]: typed handlers written in Rust, the extension point.
 //! - [`dedup`]: remembering deliveries.
+//! - [`outcome`]: what happened at each step, the field metrics are read from.
 //! - [`queue`], [`clock`]: ports to the outside.
 
 pub mod claim_check;
@@ -19,6 +20,7 @@ pub mod envelope;
 pub mod events;
 pub mod handlers;
 pub mod ingest;
+pub mod outcome;
 pub mod queue;
 pub mod router;
 pub mod routing;

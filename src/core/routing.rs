@@ -11,6 +11,7 @@
 //! the line (`;` inside it separates nothing); blank lines are ignored.
 //! Errors name the line and the rule as written.
 
+use crate::core::events::types::NECTOR_SOURCE;
 use serde_json::Value;
 use std::cell::OnceCell;
 use std::fmt;
@@ -72,13 +73,23 @@ impl fmt::Display for Destination {
 pub struct Pattern(String);
 
 impl Pattern {
+    /// Whether `event_type` matches. Nector's events (`nector.…`) match only
+    /// a pattern that names them: Nector's header is a fixed token that does
+    /// not protect the body, so its events must not reach destinations
+    /// through a catch-all such as `*` written for Svix-signed Nectar events.
     pub fn matches(&self, event_type: &str) -> bool {
-        glob_matches(self.0.as_bytes(), event_type.as_bytes())
+        let named = !is_nector(event_type) || is_nector(&self.0);
+        named && glob_matches(self.0.as_bytes(), event_type.as_bytes())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether an event type (or a pattern) is Nector's: `nector.` and more.
+fn is_nector(text: &str) -> bool {
+    text.strip_prefix(NECTOR_SOURCE).is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// Iterative wildcard match: `*` matches any run of bytes, everything else itself.
@@ -317,6 +328,17 @@ fn parse_left(left: &str) -> Result<(&str, Vec<Filter>), RuleProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nector_events_need_a_rule_that_names_them() {
+        let table = RouteTable::parse("nector.order.*=drop; *=stdout").unwrap();
+        assert_eq!(table.route("nector.order.paid", b"{}").unwrap().destinations, [Destination::Drop]);
+        assert!(table.route("nector.unknown", b"{}").is_none(), "not through the catch-all");
+        assert!(RouteTable::parse("*.unknown=stdout").unwrap().route("nector.unknown", b"{}").is_none());
+        assert!(RouteTable::parse("nector.*=stdout").unwrap().route("nector.unknown", b"{}").is_some());
+        assert!(table.route("nectorish.created", b"{}").is_some(), "only the source's own prefix");
+        assert!(table.route("document.created.v2", b"{}").is_some());
+    }
 
     #[test]
     fn wildcards_match_any_run_of_characters() {

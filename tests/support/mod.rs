@@ -7,11 +7,72 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
 use nectar_webhooks::core::verification::svix::sign;
+use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Every log line the code under test writes in this test binary, as JSON:
+/// kept in memory for tests that check their own logs ([`captured_logs`]),
+/// and, when `TEST_CAPTURE_DIR` is set (`make test` sets it), in a file
+/// there too, which `tests/leak_scan.py` then reads with every recorded
+/// response body ([`record_response`]) for secrets and payload values.
+#[ctor::ctor(unsafe)]
+fn capture_logs() {
+    let file = capture_file("logs");
+    let writer = move || CaptureWriter(file.clone());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(writer)
+        .try_init();
+}
+
+static CAPTURED_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// What the code under test has logged in this test binary so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED_LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+}
+
+type CaptureFile = Option<std::sync::Arc<std::sync::Mutex<std::fs::File>>>;
+
+/// This binary's file of `kind` in `TEST_CAPTURE_DIR`, if set.
+fn capture_file(kind: &str) -> CaptureFile {
+    let dir = PathBuf::from(std::env::var_os("TEST_CAPTURE_DIR")?);
+    std::fs::create_dir_all(&dir).ok()?;
+    let binary = std::env::current_exe().ok()?.file_stem()?.to_string_lossy().into_owned();
+    let path = dir.join(format!("{kind}-{binary}-{}.jsonl", std::process::id()));
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
+    Some(std::sync::Arc::new(std::sync::Mutex::new(file)))
+}
+
+struct CaptureWriter(CaptureFile);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        CAPTURED_LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+        if let Some(file) = &self.0 {
+            file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(bytes)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps a response body the tests received, for `tests/leak_scan.py`.
+pub fn record_response(body: &str) {
+    static RESPONSES: OnceLock<CaptureFile> = OnceLock::new();
+    if let Some(file) = RESPONSES.get_or_init(|| capture_file("responses")) {
+        let line = format!("{}\n", serde_json::json!({ "body": body }));
+        let _ = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(line.as_bytes());
+    }
+}
 
 /// The sample secret that `events/` and `env.json` are signed with.
 pub const SAMPLE_SECRET: &str = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";

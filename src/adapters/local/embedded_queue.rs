@@ -77,6 +77,7 @@ impl EmbeddedWorker {
             }
             if pending.receives >= MAX_RECEIVES {
                 error!(
+                    outcome = crate::core::outcome::Outcome::DeadLettered.as_str(),
                     webhook_id = pending.message.attribute(crate::core::envelope::ATTR_ID).unwrap_or("-"),
                     receives = pending.receives,
                     "webhook dead-lettered after too many failed deliveries"

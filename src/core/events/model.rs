@@ -30,15 +30,61 @@ pub enum NectarEvent {
     DocumentDeleted { version: Version, document: Document },
 }
 
-/// Why a payload could not be typed.
+/// Why a payload could not be typed. Its text goes into log lines and
+/// dead-letter reasons, so it names where and what was expected, never a
+/// value from the payload.
 #[derive(Debug, Error)]
 pub enum ParseError {
     #[error("{0:?} is not a Nectar event type")]
     UnknownType(String),
     #[error("payload is not a JSON object: {0}")]
-    NotAnObject(serde_json::Error),
+    NotAnObject(ShapeError),
     #[error("payload does not fit the model: {0}")]
-    Shape(serde_json::Error),
+    Shape(ShapeError),
+}
+
+/// Where a payload did not fit and how, without its values: serde's own
+/// messages quote the offending value (`invalid type: string "…"`), which
+/// would carry customer data into logs and the dead-letter queue.
+#[derive(Debug, Error)]
+#[error("at `{path}`: {problem}")]
+pub struct ShapeError {
+    /// The field's path, as `lineItems[0].quantity` (`.` for the whole payload).
+    pub path: String,
+    /// What was expected and what kind of value was found.
+    pub problem: String,
+}
+
+impl ShapeError {
+    fn new(path: String, err: &serde_json::Error) -> Self {
+        Self { path, problem: problem_without_values(err) }
+    }
+}
+
+/// serde_json's message less the values it quotes: the kind of value found
+/// (`string`, `integer`, …) and what the model expected, which the model's
+/// code wrote.
+fn problem_without_values(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    if matches!(err.classify(), Category::Syntax | Category::Eof | Category::Io) {
+        return format!("not valid JSON (line {}, column {})", err.line(), err.column());
+    }
+    let message = err.to_string();
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(text, _)| text);
+    let expected = message.split_once(", expected ").map(|(_, expected)| expected);
+    let kind = |rest: &str| rest.split([' ', ',']).next().unwrap_or("value").to_owned();
+    match expected {
+        Some(expected) if let Some(rest) = message.strip_prefix("invalid type: ") => {
+            format!("expected {expected}, found {}", kind(rest))
+        }
+        Some(expected) if let Some(rest) = message.strip_prefix("invalid value: ") => {
+            format!("invalid {}, expected {expected}", kind(rest))
+        }
+        Some(expected) if message.starts_with("invalid length ") => format!("wrong length, expected {expected}"),
+        Some(expected) if message.starts_with("unknown variant ") => format!("unknown variant, expected {expected}"),
+        _ if message.starts_with("missing field `") => message.to_owned(),
+        _ => "does not fit the model".to_owned(),
+    }
 }
 
 impl NectarEvent {
@@ -79,8 +125,10 @@ trait WithExtra {
 }
 
 fn parse_object<T: for<'de> Deserialize<'de> + WithExtra>(body: &[u8]) -> Result<T, ParseError> {
-    let all: Map<String, Value> = serde_json::from_slice(body).map_err(ParseError::NotAnObject)?;
-    let mut typed: T = serde_json::from_slice(body).map_err(ParseError::Shape)?;
+    let all: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|err| ParseError::NotAnObject(ShapeError::new(".".into(), &err)))?;
+    let mut typed: T = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+        .map_err(|err| ParseError::Shape(ShapeError::new(err.path().to_string(), err.inner())))?;
     let known = field_names::<T>();
     *typed.extra_mut() = all.into_iter().filter(|(key, _)| !known.contains(&key.as_str())).collect();
     Ok(typed)
@@ -300,6 +348,17 @@ impl WithExtra for Document {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_payload_that_does_not_fit_is_described_without_its_values() {
+        let wrong_type = br#"{"id":"d1","lineItems":"MARKER-7f3a","site":{"id":["MARKER-7f3a"]}}"#;
+        let err = NectarEvent::parse("document.created.v2", wrong_type).unwrap_err().to_string();
+        assert_eq!(err, "payload does not fit the model: at `lineItems`: expected a sequence, found string");
+        let not_an_object = NectarEvent::parse("document.created.v2", br#"["MARKER-7f3a"]"#).unwrap_err().to_string();
+        assert_eq!(not_an_object, "payload is not a JSON object: at `.`: expected a map, found sequence");
+        let broken = NectarEvent::parse("document.created.v2", br#"{"id": "MARKER-7f3a"#).unwrap_err().to_string();
+        assert!(!broken.contains("MARKER"), "{broken}");
+    }
     use super::*;
 
     #[test]
