@@ -68,6 +68,12 @@ fn serve_refuses(configure: impl FnOnce(&mut Command) -> &mut Command) -> Refusa
     let mut serve = cli();
     serve.args(["serve", "--addr", "127.0.0.1:0"]).env("WEBHOOK_SECRET", SAMPLE_SECRET);
     configure(&mut serve);
+    refuses_to_listen(serve)
+}
+
+/// Runs a `serve` command that must exit before it listens: fails the test
+/// (and stops the server) if it logs `listening` instead.
+fn refuses_to_listen(mut serve: Command) -> Refusal {
     let mut child = serve.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = String::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
@@ -280,4 +286,88 @@ fn send_checks_its_url_and_every_file_before_sending() {
     let output = send(&["--url", "http://127.0.0.1:9/webhooks/nectar", "nope-1.json", PAYLOAD, "nope-2.json"]);
     assert!(output.stdout.is_empty(), "nothing was sent");
     refusal(&output).assert_plain().assert_says(&["nothing sent", "nope-1.json", "nope-2.json"]);
+}
+
+/// Every subcommand as clap declares it, and clap's own `help`.
+fn subcommands() -> Vec<String> {
+    let cli = <nectar_webhooks::cli::Cli as clap::CommandFactory>::command();
+    let mut names: Vec<String> = cli.get_subcommands().map(|command| command.get_name().to_owned()).collect();
+    for documented in ["serve", "send", "sign", "secret", "redrive"] {
+        assert!(names.iter().any(|name| name == documented), "{documented} not in {names:?}");
+    }
+    names.push("help".to_owned());
+    names
+}
+
+fn assert_no_panic(output: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for tell in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!stderr.contains(tell), "{tell:?} in: {stderr}");
+    }
+}
+
+#[test]
+fn every_command_answers_help_and_no_arguments_with_usage_and_no_panic() {
+    let bootstraps = [env!("CARGO_BIN_EXE_ingest"), env!("CARGO_BIN_EXE_router")];
+    let mut commands: Vec<(&str, Vec<String>)> = vec![(CLI, vec![])];
+    commands.extend(subcommands().into_iter().map(|name| (CLI, vec![name])));
+    commands.extend(bootstraps.iter().map(|binary| (*binary, vec![])));
+    for (binary, args) in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut help_args = args.clone();
+        // clap's `help` takes no `--help`; it explains itself as `help help`.
+        help_args.push(if args == ["help"] { "help" } else { "--help" });
+        let help = run(binary, &help_args, |c| c);
+        let stdout = String::from_utf8_lossy(&help.stdout);
+        assert_eq!(help.status.code(), Some(0), "{binary} {help_args:?}: {}", refusal(&help).stderr);
+        assert!(stdout.contains("Usage:"), "{binary} {help_args:?}: {stdout}");
+        assert_no_panic(&help);
+
+        // `serve` must refuse here: nothing sets WEBHOOK_SECRET.
+        let bare = if args == ["serve"] {
+            let mut serve = command(binary);
+            serve.args(&args).env_remove("WEBHOOK_SECRET");
+            refuses_to_listen(serve)
+        } else {
+            refusal(&run(binary, &args, |c| c.env_remove("WEBHOOK_SECRET")))
+        };
+        if bare.code != Some(0) {
+            bare.assert_plain();
+            assert!(
+                bare.stderr.contains("Usage:") || bare.stderr.contains("--help"),
+                "{binary} {args:?} gives no usage line: {}",
+                bare.stderr
+            );
+        }
+    }
+}
+
+/// Every variable named in `src/config.rs` or the AWS set-up that `serve`
+/// reads is named in `serve --help`; a new one fails here until the help
+/// describes it, or it is listed below as read by the Lambdas only.
+#[test]
+fn serve_help_names_every_variable_serve_reads() {
+    const LAMBDA_ONLY: [&str; 5] = [
+        "WEBHOOK_SECRET_ARN",
+        "IDEMPOTENCY_TABLE",
+        "IDEMPOTENCY_TTL_DAYS",
+        "DEAD_LETTER_QUEUE_URL",
+        "MAX_RECEIVE_COUNT",
+    ];
+    let mut variables = Vec::new();
+    for file in ["src/config.rs", "src/adapters/aws.rs"] {
+        let text = std::fs::read_to_string(project_dir().join(file)).unwrap();
+        variables.extend(text.lines().filter_map(|line| {
+            let (name, value) = line.strip_prefix("pub const ")?.split_once(": &str = ")?;
+            (value == format!("\"{name}\";")).then(|| name.to_owned())
+        }));
+    }
+    for name in LAMBDA_ONLY.iter().chain(&["WEBHOOK_SECRET", "QUEUE_URL", "TLS_SYSTEM_ROOTS"]) {
+        assert!(variables.iter().any(|v| v == name), "{name} is no longer a variable in config.rs: {variables:?}");
+    }
+    let help = run(CLI, &["serve", "--help"], |c| c);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for variable in variables.iter().filter(|v| !LAMBDA_ONLY.contains(&v.as_str())) {
+        assert!(help.contains(variable.as_str()), "serve --help does not name {variable}: {help}");
+    }
 }

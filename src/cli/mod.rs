@@ -29,13 +29,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run ingest and router in one process (WEBHOOK_SECRET, ROUTES, QUEUE_URL from the environment).
+    /// Run ingest and router in one process (configured from the environment: see below).
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: String,
         /// Read the route table from this file instead of ROUTES.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         routes: Option<PathBuf>,
     },
     /// Sign payload files like Svix and POST them to a URL; prints each status.
@@ -82,6 +83,31 @@ enum Command {
     /// Move a dead-letter queue's messages back to their source queue (SQS message-move task, or --copy).
     Redrive(redrive::Args),
 }
+
+/// Every variable `serve` reads, for `serve --help`: a newcomer configures
+/// it from the environment alone, so the help must name them all
+/// (`tests/cli.rs` checks it against `config.rs`).
+const SERVE_ENVIRONMENT: &str = "\
+Environment:
+  WEBHOOK_SECRET           Required. The endpoint's signing secret (whsec_...) from the Svix
+                           portal, or for local use one from `nectar-webhooks secret`; during a
+                           rotation several, separated by spaces
+  ROUTES                   The route table, e.g. 'document.*=stdout;*=file:/tmp/all.jsonl'
+                           (default: everything to stdout); --routes FILE reads it from a file
+  QUEUE_URL                An SQS queue to use instead of the embedded in-memory one (needs AWS
+                           credentials)
+  CLAIM_CHECK_BUCKET       With QUEUE_URL: the S3 bucket for payloads too large for a message
+  LOCAL_PAYLOAD_DIR        Otherwise the directory for them (default: nectar-webhooks-payloads in
+                           the system's temporary directory)
+  MAX_BODY_BYTES           Largest accepted body (default: what a Lambda event can carry, ~3 MB)
+  MAX_QUEUE_MESSAGE_BYTES  Largest queue message (default 1048576, SQS's limit)
+  WEBHOOK_TOLERANCE_SECS   Signature timestamp tolerance in seconds (default 300; more only with
+                           AWS_SAM_LOCAL=true, to replay old samples)
+  NECTOR_WEBHOOK_SECRET    Nector's shared secret; enables /webhooks/nector
+  TLS_SYSTEM_ROOTS         true: also trust the system's CA bundle for AWS endpoints
+  AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...
+                           As the AWS SDKs read them, for SQS, EventBridge and S3
+  RUST_LOG                 Log filter (default info); NO_COLOR=1 turns colour off";
 
 /// Where `send` and `sign` get the signing secret: `--secret-file`, else
 /// `--secret`, else `WEBHOOK_SECRET`.
@@ -162,7 +188,8 @@ impl Cli {
 
 async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
-    let ingest = IngestConfig::for_local_mode(env).map_err(|e| e.to_string())?;
+    let ingest = IngestConfig::for_local_mode(env)
+        .map_err(|e| format!("{e} (`nectar-webhooks serve --help` lists every variable serve reads)"))?;
     let payload_dir = config::local_payload_dir(env);
     let routes_origin =
         routes_file.as_ref().map_or_else(|| config::ROUTES.to_owned(), |p| format!("--routes {}", p.display()));
