@@ -371,3 +371,18 @@ fn serve_help_names_every_variable_serve_reads() {
         assert!(help.contains(variable.as_str()), "serve --help does not name {variable}: {help}");
     }
 }
+
+#[test]
+fn serve_says_where_the_signing_secret_comes_from_and_how_several_are_separated() {
+    serve_refuses(|serve| serve.env_remove("WEBHOOK_SECRET")).assert_plain().assert_says(&[
+        "WEBHOOK_SECRET is not set",
+        "signing secret (whsec_…) from the Svix portal",
+        "nectar-webhooks secret",
+    ]);
+    let other = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let commas = format!("{SAMPLE_SECRET},{other}");
+    serve_refuses(|serve| serve.env("WEBHOOK_SECRET", &commas))
+        .assert_plain()
+        .assert_says(&["WEBHOOK_SECRET: entry 1 contains a comma", "separate several secrets with spaces"]);
+    refusal(&sign(|c| c.env("WEBHOOK_SECRET", &commas))).assert_plain().assert_says(&["with spaces"]);
+}

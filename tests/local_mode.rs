@@ -130,6 +130,7 @@ async fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(unsigned.status().as_u16(), 400);
     let body: Value = unsigned.json().await.unwrap();
     assert_eq!(body["error"], "missing_header");
+    assert_eq!(body["message"], "missing header svix-id", "the header Svix sends");
 
     let mut forged = client.post(&url).body(DOCUMENT.to_vec());
     for (name, value) in svix_headers("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_forged", now(), DOCUMENT) {

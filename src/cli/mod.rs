@@ -9,7 +9,7 @@ use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::local::payload_dir::PayloadDir;
 use crate::adapters::local::{self, LocalConfig};
 use crate::adapters::payloads::S3PayloadStore;
-use crate::config::{self, IngestConfig};
+use crate::config::{self, ConfigError, IngestConfig};
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::routing::{Destination, RouteTable};
@@ -188,8 +188,15 @@ impl Cli {
 
 async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
-    let ingest = IngestConfig::for_local_mode(env)
-        .map_err(|e| format!("{e} (`nectar-webhooks serve --help` lists every variable serve reads)"))?;
+    let ingest = IngestConfig::for_local_mode(env).map_err(|err| {
+        let fix = match err {
+            ConfigError::Missing(name) if name == config::WEBHOOK_SECRET => {
+                format!(": set it to {}", config::WEBHOOK_SECRET_SOURCE)
+            }
+            _ => String::new(),
+        };
+        format!("{err}{fix} (`nectar-webhooks serve --help` lists every variable serve reads)")
+    })?;
     let payload_dir = config::local_payload_dir(env);
     let routes_origin =
         routes_file.as_ref().map_or_else(|| config::ROUTES.to_owned(), |p| format!("--routes {}", p.display()));

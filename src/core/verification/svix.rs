@@ -48,6 +48,10 @@ pub enum SecretError {
     Empty,
     #[error("entry {position} is not base64 (expected whsec_ or whpk_ followed by base64)")]
     NotBase64 { position: usize },
+    /// Svix's portal and other tools list secrets with commas; this
+    /// variable separates them with spaces.
+    #[error("entry {position} contains a comma; separate several secrets with spaces (\"whsec_… whsec_…\")")]
+    CommaSeparated { position: usize },
     #[error("entry {position} decodes to an empty key")]
     EmptyKey { position: usize },
     #[error("entry {position} is not a 32-byte Ed25519 public key")]
@@ -129,6 +133,9 @@ impl SigningSecrets {
 }
 
 fn parse_key(position: usize, entry: &str) -> Result<Key, SecretError> {
+    if entry.contains(',') {
+        return Err(SecretError::CommaSeparated { position });
+    }
     if entry.starts_with(PRIVATE_KEY_PREFIX) {
         return Err(SecretError::PrivateKey { position });
     }
@@ -419,6 +426,9 @@ mod tests {
             SigningSecrets::parse(&format!("{SECRET} whsec_!!!")).unwrap_err(),
             SecretError::NotBase64 { position: 2 }
         );
+        let commas = format!("{SECRET},{SECRET}");
+        assert_eq!(SigningSecrets::parse(&commas).unwrap_err(), SecretError::CommaSeparated { position: 1 });
+        assert!(SecretError::CommaSeparated { position: 1 }.to_string().contains("with spaces"));
     }
 
     #[test]
