@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 cli=${CLI:-target/debug/nectar-webhooks}
 secret=${SAMPLE_SECRET:?}
 ts=${SAMPLE_TIMESTAMP:?}
-sign() { "$cli" sign --secret "$secret" --timestamp "$ts" "$@"; }
+sign() { WEBHOOK_SECRET=$secret "$cli" sign --timestamp "$ts" "$@"; }
 # Rewrites a JSON event on stdin with a Python expression over `e`.
 tweak() { python3 -c "import json,sys; e=json.load(sys.stdin); $1; print(json.dumps(e, indent=2))"; }
 
@@ -24,8 +24,8 @@ sign --format apigw-v1 "$doc" > events/ingest/rest-api/document.created.v2.json
 sign --format apigw-v2 --base64-body "$doc" > events/ingest/http-api/document.created.v2.base64-body.json
 
 other_secret=whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD
-"$cli" sign --secret "$other_secret" --timestamp "$ts" --format apigw-v2 "$doc" > events/ingest/rejected/401-wrong-secret.json
-"$cli" sign --secret "$secret" --timestamp 1000000000 --format apigw-v2 "$doc" > events/ingest/rejected/401-stale-timestamp.json
+WEBHOOK_SECRET=$other_secret "$cli" sign --timestamp "$ts" --format apigw-v2 "$doc" > events/ingest/rejected/401-wrong-secret.json
+WEBHOOK_SECRET=$secret "$cli" sign --timestamp 1000000000 --format apigw-v2 "$doc" > events/ingest/rejected/401-stale-timestamp.json
 sign --format apigw-v2 "$doc" | tweak 'del e["headers"]["svix-signature"]' > events/ingest/rejected/400-missing-signature.json
 sign --format apigw-v2 "$doc" | tweak 'e["body"] = e["body"].replace("document.created.v2", "document.deleted.v2")' \
   > events/ingest/rejected/401-tampered-body.json

@@ -16,22 +16,25 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-send="$cli send --url http://$addr/webhooks/nectar --secret '$WEBHOOK_SECRET' events/payloads/document.created.v2.json"
+url=http://$addr/webhooks/nectar
+sample=events/payloads/document.created.v2.json
 cat <<MSG
 
-  nectar-webhooks is listening on http://$addr/webhooks/nectar
+  nectar-webhooks is listening on $url
   signing secret (development only): $WEBHOOK_SECRET
 
-  Sending a signed sample event:
-  \$ $send
+  Sending a signed sample event (the secret comes from WEBHOOK_SECRET):
+  \$ nectar-webhooks send --url $url $sample
 
 MSG
-eval "$send"
+"$cli" send --url "$url" "$sample"
 cat <<MSG
 
-  The line starting with {"id": above is the event as the router delivered it
-  (route: * -> stdout). Paste the send command in another terminal to send
-  more, or change ROUTES (see README). Ctrl-C stops.
+  The line starting with {"id": is the event as the router delivered it
+  (route: * -> stdout). To send more from another terminal:
+    export WEBHOOK_SECRET='$WEBHOOK_SECRET'
+    nectar-webhooks send --url $url $sample
+  or change ROUTES (see README). Ctrl-C stops.
 
 MSG
 wait "$server"

@@ -13,6 +13,9 @@ use thiserror::Error;
 
 /// The signing secrets: one or more `whsec_…`, separated by spaces.
 pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+/// Where [`WEBHOOK_SECRET`]'s value comes from, for messages about it.
+pub const WEBHOOK_SECRET_SOURCE: &str =
+    "the endpoint's signing secret (whsec_…) from the Svix portal, or for local use one from `nectar-webhooks secret`";
 /// The ARN of a Secrets Manager secret holding `WEBHOOK_SECRET`'s value:
 /// how the deployed ingest gets it (read once at cold start).
 pub const WEBHOOK_SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";
@@ -279,7 +282,7 @@ mod tests {
         assert!(days("0").unwrap_err().to_string().starts_with("IDEMPOTENCY_TTL_DAYS: must be at least 1 day"));
         assert!(days("604800s").unwrap_err().to_string().starts_with("IDEMPOTENCY_TTL_DAYS"));
         let err = RouterConfig::from_lookup(|name| (name == ROUTES).then(|| "*=nowhere".to_owned())).unwrap_err();
-        assert!(err.to_string().starts_with("ROUTES: unknown destination"), "{err}");
+        assert!(err.to_string().starts_with("ROUTES: line 1: rule \"*=nowhere\": unknown destination"), "{err}");
     }
 
     #[test]

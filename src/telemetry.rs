@@ -7,6 +7,7 @@
 use crate::adapters::metrics::{self, EmfLayer, FieldValues};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::io::IsTerminal as _;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
@@ -46,9 +47,12 @@ where
     tracing_subscriber::registry().with(log_lines).with(metrics.with_filter(metrics::filter()))
 }
 
-/// For the command-line tool: logs on stderr, so stdout carries only data.
+/// For the command-line tool: logs on stderr, so stdout carries only data;
+/// coloured only on a terminal, so `serve 2> serve.err` and pipes get plain
+/// text, and never with `NO_COLOR` set (<https://no-color.org>).
 pub fn init_local() {
-    tracing_subscriber::fmt().compact().with_env_filter(filter()).with_writer(std::io::stderr).init();
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt().compact().with_ansi(colour).with_env_filter(filter()).with_writer(std::io::stderr).init();
 }
 
 /// Formats an event as one flat JSON object: the event's own fields win over

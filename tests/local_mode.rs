@@ -130,6 +130,7 @@ async fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(unsigned.status().as_u16(), 400);
     let body: Value = unsigned.json().await.unwrap();
     assert_eq!(body["error"], "missing_header");
+    assert_eq!(body["message"], "missing header svix-id", "the header Svix sends");
 
     let mut forged = client.post(&url).body(DOCUMENT.to_vec());
     for (name, value) in svix_headers("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_forged", now(), DOCUMENT) {
@@ -245,7 +246,9 @@ async fn the_command_line_tool_serves_and_sends() {
     server.stop();
     let stdout = String::from_utf8_lossy(&sent.stdout);
     assert!(sent.status.success(), "{stdout}");
-    assert!(stdout.lines().all(|line| line.starts_with("202 ")), "{stdout}");
+    let (statuses, summary) = stdout.trim_end().rsplit_once('\n').unwrap();
+    assert!(statuses.lines().all(|line| line.starts_with("202 ")), "{stdout}");
+    assert_eq!(summary, "sent 2, 2xx 2, failed 0");
     assert_eq!(lines.len(), 2);
     let sample = lines.iter().find(|line| line["eventType"] == "document.updated.v2").unwrap();
     assert_eq!(sample["body"].as_str().unwrap().as_bytes(), std::fs::read(&payload).unwrap());
@@ -288,7 +291,8 @@ async fn the_command_line_tool_takes_large_payloads_without_aws() {
 /// sample secret, with what `configure` adds (the files, options).
 fn send_cli(port: u16, configure: impl FnOnce(&mut Command) -> &mut Command) -> std::process::Output {
     let mut send = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
-    send.args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar"), "--secret", SAMPLE_SECRET]);
+    send.args(["send", "--url", &format!("http://127.0.0.1:{port}/webhooks/nectar")])
+        .env("WEBHOOK_SECRET", SAMPLE_SECRET);
     configure(&mut send).output().unwrap()
 }
 

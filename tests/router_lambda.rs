@@ -8,7 +8,8 @@ mod support;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use nectar_webhooks::adapters::destinations::Destinations;
+use futures_util::FutureExt as _;
+use nectar_webhooks::adapters::destinations::{Check, Destinations};
 use nectar_webhooks::adapters::idempotency::DynamoSeen;
 use nectar_webhooks::adapters::lambda_router::{DeadLetters, SqsBatchHandler};
 use nectar_webhooks::cli::lambda_events::Signed;
@@ -30,7 +31,7 @@ fn destinations() -> Destinations {
 
 fn handler_with<S: SeenStore>(routes: &str, destinations: Destinations, store: S) -> SqsBatchHandler<Destinations, S> {
     let table = RouteTable::parse(routes).unwrap();
-    destinations.check(&table).unwrap();
+    destinations.check(&table, Check::Configured).now_or_never().unwrap().unwrap();
     SqsBatchHandler { router: Router::new(table, destinations, store), dead_letters: None }
 }
 
@@ -405,8 +406,9 @@ async fn typed_handlers_receive_parsed_events_and_untypable_payloads_fail() {
 #[tokio::test]
 async fn a_route_to_an_unregistered_handler_is_refused_at_start_up() {
     let table = RouteTable::parse("*=handler:missing").unwrap();
-    let err = Destinations::default().check(&table).unwrap_err();
-    assert!(err.contains("no handler registered under \"missing\""), "{err}");
+    let err = Destinations::default().check(&table, Check::Configured).await.unwrap_err().to_string();
+    assert!(err.contains("rule \"*=handler:missing\": handler:missing names no registered handler"), "{err}");
+    assert!(err.contains("register it with Destinations::with_handler"), "{err}");
 }
 
 /// A typed handler that records the webhooks it handled, in order; the first

@@ -142,9 +142,43 @@ pub fn retries() -> RetryConfig {
     RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
 }
 
+/// An SDK error as one line: each cause's message, outermost first, joined
+/// by `: `. The SDK's own `DisplayErrorContext` ends with the error's `Debug`
+/// form (the raw HTTP response, headers and body included), a kilobyte that
+/// says nothing the messages do not.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = Vec::<String>::new();
+        let mut cause = Some(self.0);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            // Service errors repeat their source's message in their own.
+            if !shown.iter().any(|earlier| earlier.contains(&text)) {
+                shown.push(text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&shown.join(": "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_shows_each_cause_once_and_no_debug_form() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("service error")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("QueueDoesNotExist: the queue does not exist")]
+        struct Inner(#[source] std::io::Error);
+        let error = Outer(Inner(std::io::Error::other("the queue does not exist")));
+        assert_eq!(ErrorChain(&error).to_string(), "service error: QueueDoesNotExist: the queue does not exist");
+    }
     use base64::Engine as _;
 
     #[test]

@@ -1,17 +1,21 @@
 //! The destinations a routed webhook can be delivered to.
 
+use crate::adapters::aws::ErrorChain;
 use crate::adapters::sqs;
 use crate::core::claim_check::{self, PayloadStore};
 use crate::core::envelope::{ATTR_EVENT_TYPE, ATTR_ROUTE};
 use crate::core::events::NectarEvent;
 use crate::core::handlers::Handler;
 use crate::core::router::{Deliver, Delivery, DeliveryError};
-use crate::core::routing::{Destination, RouteTable};
+use crate::core::routing::{Destination, Route, RouteTable};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine as _;
-use std::collections::HashMap;
+use futures_util::future::join_all;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::sync::Arc;
+use thiserror::Error;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Mutex;
 use tracing::info;
@@ -51,19 +55,126 @@ impl Destinations {
         self
     }
 
-    /// Checks at start-up that every destination of `table` can be reached.
-    pub fn check(&self, table: &RouteTable) -> Result<(), String> {
-        table.destinations().try_for_each(|destination| match destination {
-            Destination::Sqs(_) if self.sqs.is_none() => Err(format!("{destination}: no SQS client")),
-            Destination::EventBridge(_) if self.eventbridge.is_none() => {
-                Err(format!("{destination}: no EventBridge client"))
-            }
-            Destination::Handler(name) if !self.handlers.contains_key(name) => {
-                Err(format!("{destination}: no handler registered under {name:?}"))
-            }
-            _ => Ok(()),
-        })
+    /// Checks at start-up that every destination of `table` can be reached,
+    /// as far as `depth` says; every destination that cannot is reported,
+    /// with the first rule that names it.
+    pub async fn check(&self, table: &RouteTable, depth: Check) -> Result<(), UnreachableDestinations> {
+        let mut seen = HashSet::new();
+        let named: Vec<(&Route, &Destination)> = table
+            .routes()
+            .flat_map(|route| route.destinations.iter().map(move |d| (route, d)))
+            .filter(|(_, destination)| seen.insert(*destination))
+            .collect();
+        let checks = named.iter().map(|(route, destination)| async move {
+            self.check_one(destination, depth).await.err().map(|(problem, fix)| UnreachableDestination {
+                rule: route.to_string(),
+                destination: destination.to_string(),
+                problem,
+                fix,
+            })
+        });
+        let failed: Vec<_> = join_all(checks).await.into_iter().flatten().collect();
+        if failed.is_empty() { Ok(()) } else { Err(UnreachableDestinations(failed)) }
     }
+
+    /// What is wrong with one destination, and the fix.
+    async fn check_one(&self, destination: &Destination, depth: Check) -> Result<(), (String, &'static str)> {
+        match destination {
+            Destination::Sqs(url) => {
+                let client = self.sqs.as_ref().ok_or(("has no SQS client".to_owned(), FIX_CLIENT))?;
+                if depth == Check::Reachable {
+                    client
+                        .get_queue_attributes()
+                        .queue_url(url)
+                        .attribute_names(QueueAttributeName::QueueArn)
+                        .send()
+                        .await
+                        .map_err(|err| aws_problem("GetQueueAttributes", &ErrorChain(&err)))?;
+                }
+                Ok(())
+            }
+            Destination::EventBridge(bus) => {
+                let client = self.eventbridge.as_ref().ok_or(("has no EventBridge client".to_owned(), FIX_CLIENT))?;
+                if depth == Check::Reachable {
+                    client
+                        .describe_event_bus()
+                        .name(bus)
+                        .send()
+                        .await
+                        .map_err(|err| aws_problem("DescribeEventBus", &ErrorChain(&err)))?;
+                }
+                Ok(())
+            }
+            Destination::Handler(name) if !self.handlers.contains_key(name) => Err((
+                format!("names no registered handler (none under {name:?})"),
+                "register it with Destinations::with_handler (see examples/typed_handler.rs), or route elsewhere",
+            )),
+            // Blocking, once at start-up: a [`Check::Configured`] check then
+            // makes no await point and is done when first polled.
+            Destination::File(path) => {
+                std::fs::OpenOptions::new().create(true).append(true).open(path).map(drop).map_err(|err| {
+                    (
+                        format!("cannot be opened for append ({err})"),
+                        "create its directory or make it writable, or change the path",
+                    )
+                })
+            }
+            Destination::Handler(_) | Destination::Stdout | Destination::Drop => Ok(()),
+        }
+    }
+}
+
+/// How far [`Destinations::check`] goes.
+///
+/// `serve` checks [`Check::Reachable`] before it listens: a webhook answered
+/// 202 and then lost to a mistyped queue URL or missing credentials is worse
+/// than a refusal to start, and the calls cost a developer nothing.
+///
+/// The router Lambda checks [`Check::Configured`] at cold start, which is
+/// free: its role holds only `sqs:SendMessage` and `events:PutEvents` on its
+/// destinations, so a `GetQueueAttributes` or `DescribeEventBus` would be
+/// denied, and even allowed it would add a round trip per destination to
+/// every cold start, for a table the deployment already checked (the
+/// template names its queues). A destination that fails there fails its
+/// records, which SQS retries and dead-letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Handlers registered, a client for every queue and bus, every file
+    /// opened for append (created if missing).
+    Configured,
+    /// As [`Check::Configured`], plus one harmless call per queue
+    /// (`GetQueueAttributes`) and per bus (`DescribeEventBus`).
+    Reachable,
+}
+
+/// One destination that cannot be reached: the rule that names it, what is
+/// wrong, and the fix.
+#[derive(Debug, Error)]
+#[error("rule {rule:?}: {destination} {problem}; {fix}")]
+pub struct UnreachableDestination {
+    pub rule: String,
+    pub destination: String,
+    pub problem: String,
+    pub fix: &'static str,
+}
+
+/// Every destination [`Destinations::check`] found wanting, one per line.
+#[derive(Debug, Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct UnreachableDestinations(pub Vec<UnreachableDestination>);
+
+const FIX_CLIENT: &str = "build Destinations with_sqs / with_eventbridge";
+
+/// What an AWS call's failure means for a destination, and the fix: missing
+/// credentials are the common case on a developer's machine.
+fn aws_problem(call: &str, error: &dyn std::fmt::Display) -> (String, &'static str) {
+    let text = error.to_string();
+    let fix = if text.contains("credentials") {
+        "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for moto or LocalStack, any values with AWS_ENDPOINT_URL)"
+    } else {
+        "check the name or URL in the rule, AWS_REGION, and (for moto or LocalStack) AWS_ENDPOINT_URL"
+    };
+    (format!("cannot be reached ({call} failed: {text})"), fix)
 }
 
 impl Deliver for Destinations {
@@ -153,7 +264,7 @@ impl Destinations {
             .entries(entry)
             .send()
             .await
-            .map_err(|err| DeliveryError(aws_sdk_eventbridge::error::DisplayErrorContext(err).to_string()))?;
+            .map_err(|err| DeliveryError(ErrorChain(&err).to_string()))?;
         match output.entries().first() {
             Some(entry) if entry.error_code().is_some() => Err(DeliveryError(format!(
                 "EventBridge refused the event: {} {}",
@@ -199,21 +310,61 @@ pub fn claim_checked_detail(delivery: &Delivery<'_>, reference: &str) -> String 
 }
 
 /// One line of the `file:` and `stdout` formats: the payload exactly as
-/// received in `body` (base64 in `bodyBase64` if it was not UTF-8).
+/// received in `body` (base64 in `bodyBase64` if it was not UTF-8). A struct,
+/// not a JSON map, so the keys keep the documented order and the short ones
+/// come before the body, which can run to megabytes.
 pub fn json_line(delivery: &Delivery<'_>) -> String {
     let envelope = delivery.envelope;
-    let mut line = serde_json::json!({
-        "id": envelope.id,
-        "source": envelope.source,
-        "timestamp": envelope.timestamp,
-        "eventType": delivery.event_type,
-        "route": delivery.route,
-    });
-    match std::str::from_utf8(&envelope.body) {
-        Ok(text) => line["body"] = text.into(),
-        Err(_) => line["bodyBase64"] = base64::engine::general_purpose::STANDARD.encode(&envelope.body).into(),
-    }
-    let mut text = line.to_string();
+    let text = std::str::from_utf8(&envelope.body).ok();
+    let line = JsonLine {
+        id: &envelope.id,
+        source: &envelope.source,
+        timestamp: envelope.timestamp,
+        event_type: delivery.event_type,
+        route: delivery.route,
+        body: text,
+        body_base64: text.is_none().then(|| base64::engine::general_purpose::STANDARD.encode(&envelope.body)),
+    };
+    let mut text = serde_json::to_string(&line).expect("strings and numbers serialise");
     text.push('\n');
     text
+}
+
+/// [`json_line`]'s fields, in the order they are written.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonLine<'a> {
+    id: &'a str,
+    source: &'a str,
+    timestamp: i64,
+    event_type: &'a str,
+    route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::envelope::Envelope;
+
+    fn line(body: &'static [u8]) -> String {
+        let envelope =
+            Envelope { source: "nectar".into(), id: "msg_1".into(), timestamp: 1_700_000_000, body: body.into() };
+        json_line(&Delivery { envelope: &envelope, event_type: "document.created.v2", route: "*", resource_id: None })
+    }
+
+    #[test]
+    fn a_json_line_keeps_the_documented_key_order() {
+        assert_eq!(
+            line(br#"{"a":1}"#),
+            "{\"id\":\"msg_1\",\"source\":\"nectar\",\"timestamp\":1700000000,\"eventType\":\"document.created.v2\",\"route\":\"*\",\"body\":\"{\\\"a\\\":1}\"}\n"
+        );
+        assert_eq!(
+            line(b"\xff"),
+            "{\"id\":\"msg_1\",\"source\":\"nectar\",\"timestamp\":1700000000,\"eventType\":\"document.created.v2\",\"route\":\"*\",\"bodyBase64\":\"/w==\"}\n"
+        );
+    }
 }

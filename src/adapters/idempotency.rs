@@ -44,8 +44,8 @@ fn number(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn failed(operation: &str, err: impl std::error::Error) -> StoreError {
-    StoreError::Unavailable(format!("{operation}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(err)))
+fn failed(operation: &str, err: impl std::error::Error + 'static) -> StoreError {
+    StoreError::Unavailable(format!("{operation}: {}", crate::adapters::aws::ErrorChain(&err)))
 }
 
 impl SeenStore for DynamoSeen {

@@ -1,6 +1,6 @@
 //! The router Lambda: SQS batches in, partial batch failures out.
 
-use crate::adapters::destinations::Destinations;
+use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::idempotency::{DynamoSeen, IdempotencyStore};
 use crate::adapters::payloads::S3PayloadStore;
 use crate::adapters::{aws, sqs};
@@ -144,7 +144,10 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
         destinations = destinations.with_payload_store(Arc::clone(store), config.max_queue_message_bytes);
     }
     let destinations = customise(destinations);
-    destinations.check(&config.routes).inspect_err(|err| error!(error = %err, "invalid configuration"))?;
+    destinations
+        .check(&config.routes, Check::Configured)
+        .await
+        .inspect_err(|err| error!(error = %err, "invalid configuration"))?;
     let store = match config.idempotency_table {
         Some(table) => IdempotencyStore::Dynamo(DynamoSeen::new(
             aws_sdk_dynamodb::Client::new(&sdk),

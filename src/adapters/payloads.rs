@@ -28,9 +28,7 @@ impl PayloadStore for S3PayloadStore {
                 .body(Bytes::copy_from_slice(body).into())
                 .send()
                 .await
-                .map_err(|err| {
-                    ClaimCheckError(format!("PutObject: {}", aws_sdk_s3::error::DisplayErrorContext(err)))
-                })?;
+                .map_err(|err| ClaimCheckError(format!("PutObject: {}", crate::adapters::aws::ErrorChain(&err))))?;
             Ok(format!("s3://{}/{key}", self.bucket))
         })
     }
@@ -41,9 +39,14 @@ impl PayloadStore for S3PayloadStore {
                 .strip_prefix("s3://")
                 .and_then(|rest| rest.split_once('/'))
                 .ok_or_else(|| ClaimCheckError(format!("{reference:?} is not an s3:// reference")))?;
-            let mut object = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|err| {
-                ClaimCheckError(format!("GetObject: {}", aws_sdk_s3::error::DisplayErrorContext(err)))
-            })?;
+            let mut object = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|err| ClaimCheckError(format!("GetObject: {}", crate::adapters::aws::ErrorChain(&err))))?;
             // Straight into one buffer of the object's length: collecting the
             // chunks and joining them would hold the payload twice.
             let length = object.content_length().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);

@@ -69,7 +69,7 @@ pub async fn send(
         .send()
         .await
         .map(drop)
-        .map_err(|err| aws_sdk_sqs::error::DisplayErrorContext(err).to_string())
+        .map_err(|err| crate::adapters::aws::ErrorChain(&err).to_string())
 }
 
 fn to_sdk_attributes(attributes: &[(&'static str, String)]) -> HashMap<String, MessageAttributeValue> {

@@ -5,13 +5,28 @@ use nectar_webhooks::adapters::{aws, lambda_ingest, secrets, sqs};
 use nectar_webhooks::config::{self, ConfigError, IngestConfig};
 use nectar_webhooks::core::clock::SystemClock;
 use nectar_webhooks::core::ingest::Ingest;
-use nectar_webhooks::telemetry;
+use nectar_webhooks::{cli, telemetry};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 // One invocation at a time: no worker threads to start at every cold start.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> ExitCode {
+    if let Some(code) = cli::outside_lambda("ingest", "ingest") {
+        return code;
+    }
     telemetry::init_lambda();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        // Display, not Debug: `WEBHOOK_SECRET is not set`, not `Missing("WEBHOOK_SECRET")`.
+        Err(err) => {
+            eprintln!("ingest: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), lambda_runtime::Error> {
     let sdk = aws::sdk_config().await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let (settings, queue_url) =
         configure(&sdk).await.inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;

@@ -4,15 +4,15 @@
 pub mod lambda_events;
 pub mod redrive;
 
-use crate::adapters::aws;
-use crate::adapters::destinations::Destinations;
+use crate::adapters::aws::{self, ErrorChain};
+use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::local::payload_dir::PayloadDir;
 use crate::adapters::local::{self, LocalConfig};
 use crate::adapters::payloads::S3PayloadStore;
-use crate::config::{self, IngestConfig};
+use crate::config::{self, ConfigError, IngestConfig};
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::{Clock, SystemClock};
-use crate::core::routing::Destination;
+use crate::core::routing::{Destination, RouteTable};
 use crate::core::verification::svix::sign;
 use clap::{Parser, Subcommand};
 use lambda_events::{Format, Signed};
@@ -29,13 +29,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run ingest and router in one process (WEBHOOK_SECRET, ROUTES, QUEUE_URL from the environment).
+    /// Run ingest and router in one process (configured from the environment: see below).
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: String,
         /// Read the route table from this file instead of ROUTES.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         routes: Option<PathBuf>,
     },
     /// Sign payload files like Svix and POST them to a URL; prints each status.
@@ -43,9 +44,8 @@ enum Command {
         /// Where to send, e.g. http://127.0.0.1:3000/webhooks/nectar
         #[arg(long)]
         url: String,
-        /// The endpoint's signing secret (whsec_…).
-        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-        secret: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         /// Webhook id; by default a fresh one per file.
         #[arg(long)]
         id: Option<String>,
@@ -55,14 +55,17 @@ enum Command {
     },
     /// Print a signed webhook as headers or as a Lambda event (for `sam local invoke`).
     Sign {
-        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-        secret: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         /// Webhook id; by default derived from the file name.
         #[arg(long)]
         id: Option<String>,
         /// Unix timestamp to sign; by default now.
         #[arg(long)]
         timestamp: Option<i64>,
+        /// What to print: the three Svix headers, or a whole event to invoke a
+        /// Lambda with (`sam local invoke -e`): API Gateway HTTP (apigw-v2) or
+        /// REST (apigw-v1), a function URL's, or the router's SQS batch.
         #[arg(long, value_enum, default_value = "headers")]
         format: Format,
         /// Source name in the path (/webhooks/SOURCE).
@@ -81,14 +84,94 @@ enum Command {
     Redrive(redrive::Args),
 }
 
+/// Every variable `serve` reads, for `serve --help`: a newcomer configures
+/// it from the environment alone, so the help must name them all
+/// (`tests/cli.rs` checks it against `config.rs`).
+const SERVE_ENVIRONMENT: &str = "\
+Environment:
+  WEBHOOK_SECRET           Required. The endpoint's signing secret (whsec_...) from the Svix
+                           portal, or for local use one from `nectar-webhooks secret`; during a
+                           rotation several, separated by spaces
+  ROUTES                   The route table, e.g. 'document.*=stdout;*=file:/tmp/all.jsonl'
+                           (default: everything to stdout); --routes FILE reads it from a file
+  QUEUE_URL                An SQS queue to use instead of the embedded in-memory one (needs AWS
+                           credentials)
+  CLAIM_CHECK_BUCKET       With QUEUE_URL: the S3 bucket for payloads too large for a message
+  LOCAL_PAYLOAD_DIR        Otherwise the directory for them (default: nectar-webhooks-payloads in
+                           the system's temporary directory)
+  MAX_BODY_BYTES           Largest accepted body (default: what a Lambda event can carry, ~3 MB)
+  MAX_QUEUE_MESSAGE_BYTES  Largest queue message (default 1048576, SQS's limit)
+  WEBHOOK_TOLERANCE_SECS   Signature timestamp tolerance in seconds (default 300; more only with
+                           AWS_SAM_LOCAL=true, to replay old samples)
+  NECTOR_WEBHOOK_SECRET    Nector's shared secret; enables /webhooks/nector
+  TLS_SYSTEM_ROOTS         true: also trust the system's CA bundle for AWS endpoints
+  AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...
+                           As the AWS SDKs read them, for SQS, EventBridge and S3
+  RUST_LOG                 Log filter (default info); NO_COLOR=1 turns colour off";
+
+/// Where `send` and `sign` get the signing secret: `--secret-file`, else
+/// `--secret`, else `WEBHOOK_SECRET`.
+#[derive(Debug, clap::Args)]
+struct SecretArgs {
+    /// Read the signing secret (whsec_…; several separated by spaces sign
+    /// once with each, as Svix does during a rotation) from this file, `-`
+    /// for standard input. By default it comes from WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// The signing secret itself. It shows in process listings and shell
+    /// history: prefer WEBHOOK_SECRET or --secret-file.
+    #[arg(long, value_name = "WHSEC", conflicts_with = "secret_file")]
+    secret: Option<String>,
+}
+
+impl SecretArgs {
+    /// The secret, checked: errors name where it came from.
+    fn read(self) -> Result<String, String> {
+        let (value, origin) = match (self.secret_file, self.secret) {
+            (Some(path), _) => {
+                let origin = format!("--secret-file {}", path.display());
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(&path)
+                };
+                (text.map_err(|e| format!("{origin}: {e}"))?, origin)
+            }
+            (None, Some(secret)) => {
+                eprintln!(
+                    "nectar-webhooks: warning: --secret shows the secret in process listings and shell history; set {} or use --secret-file instead",
+                    config::WEBHOOK_SECRET
+                );
+                (secret, "--secret".to_owned())
+            }
+            (None, None) => {
+                let secret = std::env::var(config::WEBHOOK_SECRET).map_err(|_| {
+                    format!(
+                        "no signing secret: set {} to {}, or pass --secret-file PATH",
+                        config::WEBHOOK_SECRET,
+                        config::WEBHOOK_SECRET_SOURCE
+                    )
+                })?;
+                (secret, config::WEBHOOK_SECRET.to_owned())
+            }
+        };
+        // Checked before any file is read or sent.
+        sign(&value, "msg_check", 0, b"").map_err(|e| format!("{origin}: {e}"))?;
+        Ok(value)
+    }
+}
+
 impl Cli {
     pub async fn run(self) -> ExitCode {
         let outcome = match self.command {
             Command::Serve { addr, routes } => serve(&addr, routes).await,
-            Command::Send { url, secret, id, files } => send(&url, &secret, id.as_deref(), &files).await,
+            Command::Send { url, secret, id, files } => match secret.read() {
+                Ok(secret) => send(&url, &secret, id.as_deref(), &files).await,
+                Err(err) => Err(err),
+            },
             Command::Sign { secret, id, timestamp, format, source, base64_body, files } => {
                 let options = SignOptions { id, timestamp, format, source, base64_body };
-                print_signed(&secret, &options, &files)
+                secret.read().and_then(|secret| print_signed(&secret, &options, &files))
             }
             Command::Secret => new_secret().map(|secret| println!("{secret}")),
             Command::Redrive(args) => redrive::run(args).await,
@@ -105,16 +188,25 @@ impl Cli {
 
 async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
-    let ingest = IngestConfig::for_local_mode(env).map_err(|e| e.to_string())?;
+    let ingest = IngestConfig::for_local_mode(env).map_err(|err| {
+        let fix = match err {
+            ConfigError::Missing(name) if name == config::WEBHOOK_SECRET => {
+                format!(": set it to {}", config::WEBHOOK_SECRET_SOURCE)
+            }
+            _ => String::new(),
+        };
+        format!("{err}{fix} (`nectar-webhooks serve --help` lists every variable serve reads)")
+    })?;
     let payload_dir = config::local_payload_dir(env);
+    let routes_origin =
+        routes_file.as_ref().map_or_else(|| config::ROUTES.to_owned(), |p| format!("--routes {}", p.display()));
     let routes = match routes_file {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("--routes {}: {e}", path.display()))?;
-            config::routes_from_text("--routes", &text)
+            RouteTable::parse(&text).map_err(|e| format!("--routes {}: {e}", path.display()))?
         }
-        None => config::routes_from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+        None => config::routes_from_env().map_err(|e| e.to_string())?,
+    };
     let queue_url = env(config::QUEUE_URL).filter(|u| !u.is_empty());
     let config = LocalConfig { ingest, routes, queue_url };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
@@ -131,6 +223,10 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     if let Some(sdk) = sdk.as_ref().filter(|_| needs_eventbridge) {
         destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(sdk));
     }
+    destinations
+        .check(&config.routes, Check::Reachable)
+        .await
+        .map_err(|err| format!("{routes_origin}: a destination cannot be reached, so nothing was started:\n{err}"))?;
     let (payloads, payloads_at) = payload_store(&config, sdk.as_ref(), &payload_dir)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -168,17 +264,32 @@ fn payload_store(
     Ok((Arc::new(store), at))
 }
 
+/// Sends every file, going on past failures; every file is read first, so a
+/// mistyped name stops the command before anything is sent. Ends with a
+/// summary line, and fails if any file was not accepted.
 async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> Result<(), String> {
+    let expected = "expected e.g. http://127.0.0.1:3000/webhooks/nectar";
+    let target = reqwest::Url::parse(url).map_err(|e| format!("--url {url:?}: {e}; {expected}"))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return Err(format!("--url {url:?}: no http:// or https://; {expected}"));
+    }
+    let (bodies, unreadable): (Vec<_>, Vec<_>) = files
+        .iter()
+        .map(|file| std::fs::read(file).map_err(|e| format!("{}: {e}", file.display())))
+        .partition(Result::is_ok);
+    if !unreadable.is_empty() {
+        let unreadable: Vec<String> = unreadable.into_iter().filter_map(Result::err).collect();
+        return Err(format!("nothing sent; cannot read {}", unreadable.join(", ")));
+    }
     let client =
         reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build().map_err(|e| e.to_string())?;
-    let mut failures = 0;
-    for (index, file) in files.iter().enumerate() {
-        let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut accepted = 0;
+    for (index, (file, body)) in files.iter().zip(bodies.into_iter().flatten()).enumerate() {
         let id = id.map_or_else(|| fresh_id(index), str::to_owned);
         let timestamp = SystemClock.now_unix();
-        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("--secret: {e}"))?;
+        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("signing secret: {e}"))?;
         let response = client
-            .post(url)
+            .post(target.clone())
             .header("content-type", "application/json")
             .header("svix-id", &id)
             .header("svix-timestamp", timestamp.to_string())
@@ -191,15 +302,14 @@ async fn send(url: &str, secret: &str, id: Option<&str>, files: &[PathBuf]) -> R
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
                 println!("{} {} {id} {}", status.as_u16(), file.display(), text.trim());
-                failures += usize::from(!status.is_success());
+                accepted += usize::from(status.is_success());
             }
-            Err(err) => {
-                println!("ERR {} {id} {err}", file.display());
-                failures += 1;
-            }
+            Err(err) => println!("ERR {} {id} {}", file.display(), ErrorChain(&err)),
         }
     }
-    if failures == 0 { Ok(()) } else { Err(format!("{failures} of {} not accepted", files.len())) }
+    let failed = files.len() - accepted;
+    println!("sent {}, 2xx {accepted}, failed {failed}", files.len());
+    if failed == 0 { Ok(()) } else { Err(format!("{failed} of {} not accepted", files.len())) }
 }
 
 struct SignOptions {
@@ -220,7 +330,7 @@ fn print_signed(secret: &str, options: &SignOptions, files: &[PathBuf]) -> Resul
         let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
         let id = options.id.clone().unwrap_or_else(|| format!("msg_sample_{stem}"));
-        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("--secret: {e}"))?;
+        let signature = sign(secret, &id, timestamp, &body).map_err(|e| format!("signing secret: {e}"))?;
         let signed = Signed {
             source: &options.source,
             id: &id,
@@ -249,6 +359,29 @@ fn print_signed(secret: &str, options: &SignOptions, files: &[PathBuf]) -> Resul
         println!("{}", serde_json::to_string_pretty(&batch).expect("JSON values serialise"));
     }
     Ok(())
+}
+
+/// What a Lambda bootstrap (`ingest`, `router`) does when run by hand: with
+/// `--help` or `-h`, or outside Lambda (no `AWS_LAMBDA_RUNTIME_API`, which
+/// the runtime sets), it says in one line what it is and points at local
+/// mode, rather than letting `lambda_runtime` panic on a missing variable.
+/// `None` inside Lambda: go on.
+pub fn outside_lambda(binary: &str, role: &str) -> Option<ExitCode> {
+    let help = std::env::args().skip(1).any(|arg| arg == "--help" || arg == "-h");
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+    if !help && in_lambda {
+        return None;
+    }
+    let usage = format!(
+        "Usage: {binary} (the {role} Lambda's bootstrap; it runs only inside AWS Lambda, which sets AWS_LAMBDA_RUNTIME_API). To run it locally: nectar-webhooks serve (see README.md, Local mode)."
+    );
+    if help {
+        println!("{usage}");
+        Some(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{usage}");
+        Some(ExitCode::from(2))
+    }
 }
 
 /// A webhook id unlikely to repeat: time in nanoseconds, process id, index.

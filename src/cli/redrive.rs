@@ -11,9 +11,8 @@
 //!
 //! Progress (`moved 120 of 300`) goes to stderr, the summary to stdout.
 
-use crate::adapters::aws;
+use crate::adapters::aws::{self, ErrorChain};
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
@@ -83,8 +82,8 @@ async fn client() -> Result<Client, String> {
     Ok(Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(timeouts).build()))
 }
 
-fn sqs_error(what: &str, err: impl std::error::Error) -> String {
-    format!("{what}: {}", DisplayErrorContext(err))
+fn sqs_error(what: &str, err: impl std::error::Error + 'static) -> String {
+    format!("{what}: {}", ErrorChain(&err))
 }
 
 async fn queue_attribute(client: &Client, url: &str, name: QueueAttributeName) -> Result<Option<String>, String> {

@@ -6,8 +6,10 @@
 //! any run of characters (`document.*`, `*.v2`, `*`). A filter
 //! `[field=value]` or `[field!=value]` compares a payload field (a dotted path
 //! such as `site.id`; `company` means the company's id, whether the payload
-//! sends an object or an id) with a value (`true`, `42`, `abc`). Blank lines
-//! and lines starting with `#` are ignored.
+//! sends an object or an id) with a value (`true`, `42`, `abc`). A `#` at
+//! the start of a line or after whitespace starts a comment to the end of
+//! the line (`;` inside it separates nothing); blank lines are ignored.
+//! Errors name the line and the rule as written.
 
 use crate::core::events::types::NECTOR_SOURCE;
 use serde_json::Value;
@@ -33,7 +35,7 @@ pub enum Destination {
 }
 
 impl Destination {
-    fn parse(text: &str) -> Result<Self, RouteError> {
+    fn parse(text: &str) -> Result<Self, RuleProblem> {
         let named = |prefix: &str| text.strip_prefix(prefix).filter(|name| !name.is_empty()).map(str::to_owned);
         match text {
             "stdout" => Ok(Self::Stdout),
@@ -43,7 +45,7 @@ impl Destination {
                 .map(Self::File)
                 .or_else(|| named("eventbridge:").map(Self::EventBridge))
                 .or_else(|| named("handler:").map(Self::Handler))
-                .ok_or_else(|| RouteError::UnknownDestination(text.to_owned())),
+                .ok_or(RuleProblem::UnknownDestination(text.to_owned())),
         }
     }
 
@@ -172,13 +174,39 @@ impl Route {
     }
 }
 
-/// Why a route table was refused at start-up.
+/// The whole rule, `PATTERN[FILTER]...=DEST[,DEST...]`, for messages.
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let destinations: Vec<String> = self.destinations.iter().map(ToString::to_string).collect();
+        write!(f, "{}={}", self.name(), destinations.join(","))
+    }
+}
+
+/// Why a route table was refused at start-up: where, the rule as written,
+/// and what was expected.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum RouteError {
-    #[error("rule {rule}: expected PATTERN[field=value]...=DEST[,DEST...], got {text:?}")]
-    MalformedRule { rule: usize, text: String },
+#[error("line {line}: rule {rule:?}: {problem}")]
+pub struct RouteError {
+    pub line: usize,
+    pub rule: String,
+    pub problem: RuleProblem,
+}
+
+/// What is wrong with one rule.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RuleProblem {
+    #[error("no `=` outside brackets; expected PATTERN[field=value]...=DEST[,DEST...]")]
+    NoEquals,
+    #[error("unbalanced `[` `]`; a filter is [field=value] or [field!=value]")]
+    UnbalancedBrackets,
+    #[error("expected an event-type pattern before `=` or `[` (`*` for every type)")]
+    NoPattern,
+    #[error("filter {0:?} is not [field=value] or [field!=value]")]
+    BadFilter(String),
+    #[error("an empty destination (a stray `,`?)")]
+    EmptyDestination,
     #[error(
-        "unknown destination {0:?} (expected an SQS queue URL, eventbridge:BUS, handler:NAME, file:PATH, stdout or drop)"
+        "unknown destination {0:?}: expected an SQS queue URL (https://…), eventbridge:BUS, handler:NAME, file:PATH, stdout or drop"
     )]
     UnknownDestination(String),
 }
@@ -199,18 +227,13 @@ impl RouteTable {
 
     /// Parses the route syntax; an empty text gives [`Self::everything_to_stdout`].
     pub fn parse(text: &str) -> Result<Self, RouteError> {
-        let rules = text.split(['\n', ';']).map(str::trim).filter(|rule| !rule.is_empty() && !rule.starts_with('#'));
         let mut routes = Vec::new();
-        for (index, rule) in rules.enumerate() {
-            let malformed = || RouteError::MalformedRule { rule: index + 1, text: rule.to_owned() };
-            let (left, destinations) = split_rule(rule).ok_or_else(malformed)?;
-            let (pattern, filters) = parse_left(left).ok_or_else(malformed)?;
-            let destinations = destinations
-                .split(',')
-                .map(str::trim)
-                .map(|d| if d.is_empty() { Err(malformed()) } else { Destination::parse(d) })
-                .collect::<Result<Vec<_>, _>>()?;
-            routes.push(Route { pattern: Pattern(pattern.to_owned()), filters, destinations });
+        for (index, line) in text.lines().enumerate() {
+            let rules = without_comment(line).split(';').map(str::trim).filter(|rule| !rule.is_empty());
+            for rule in rules {
+                let error = |problem| RouteError { line: index + 1, rule: rule.to_owned(), problem };
+                routes.push(parse_rule(rule).map_err(error)?);
+            }
         }
         if routes.is_empty() {
             return Ok(Self::everything_to_stdout());
@@ -231,40 +254,75 @@ impl RouteTable {
         })
     }
 
+    /// The rules, in order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
     /// Every destination named anywhere in the table.
     pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
         self.routes.iter().flat_map(|route| route.destinations.iter())
     }
 }
 
-/// Splits at the first `=` outside brackets: `pattern[filters]` and destinations.
-fn split_rule(rule: &str) -> Option<(&str, &str)> {
+/// A line up to its comment: a `#` at its start or after whitespace.
+fn without_comment(line: &str) -> &str {
+    let mut previous = ' ';
+    for (index, c) in line.char_indices() {
+        if c == '#' && previous.is_whitespace() {
+            return &line[..index];
+        }
+        previous = c;
+    }
+    line
+}
+
+fn parse_rule(rule: &str) -> Result<Route, RuleProblem> {
+    let (left, destinations) = split_rule(rule)?;
+    let (pattern, filters) = parse_left(left)?;
+    let destinations = destinations
+        .split(',')
+        .map(str::trim)
+        .map(|d| if d.is_empty() { Err(RuleProblem::EmptyDestination) } else { Destination::parse(d) })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Route { pattern: Pattern(pattern.to_owned()), filters, destinations })
+}
+
+/// Splits at the first `=` outside brackets: `pattern[filters]` and
+/// destinations; brackets must balance across the whole rule.
+fn split_rule(rule: &str) -> Result<(&str, &str), RuleProblem> {
     let mut depth = 0usize;
+    let mut split = None;
     for (index, c) in rule.char_indices() {
         match c {
             '[' => depth += 1,
-            ']' => depth = depth.checked_sub(1)?,
-            '=' if depth == 0 => return Some((rule[..index].trim(), &rule[index + 1..])),
+            ']' => depth = depth.checked_sub(1).ok_or(RuleProblem::UnbalancedBrackets)?,
+            '=' if depth == 0 && split.is_none() => split = Some(index),
             _ => {}
         }
     }
-    None
+    if depth != 0 {
+        return Err(RuleProblem::UnbalancedBrackets);
+    }
+    let index = split.ok_or(RuleProblem::NoEquals)?;
+    Ok((rule[..index].trim(), &rule[index + 1..]))
 }
 
-fn parse_left(left: &str) -> Option<(&str, Vec<Filter>)> {
+fn parse_left(left: &str) -> Result<(&str, Vec<Filter>), RuleProblem> {
     let (pattern, mut rest) = left.split_once('[').map_or((left, ""), |(p, _)| (p, &left[p.len()..]));
     let pattern = pattern.trim();
     if pattern.is_empty() {
-        return None;
+        return Err(RuleProblem::NoPattern);
     }
     let mut filters = Vec::new();
     while !rest.is_empty() {
-        let inner = rest.strip_prefix('[')?;
-        let (filter, after) = inner.split_once(']')?;
-        filters.push(Filter::parse(filter)?);
+        let bad = || RuleProblem::BadFilter(rest.to_owned());
+        let inner = rest.strip_prefix('[').ok_or_else(bad)?;
+        let (filter, after) = inner.split_once(']').ok_or_else(bad)?;
+        filters.push(Filter::parse(filter).ok_or_else(|| RuleProblem::BadFilter(format!("[{filter}]")))?);
         rest = after.trim_start();
     }
-    Some((pattern, filters))
+    Ok((pattern, filters))
 }
 
 #[cfg(test)]
@@ -372,12 +430,31 @@ mod tests {
 
     #[test]
     fn bad_rules_are_explained() {
-        assert!(matches!(RouteTable::parse("document.*"), Err(RouteError::MalformedRule { rule: 1, .. })));
-        assert!(matches!(RouteTable::parse("*=stdout;=drop"), Err(RouteError::MalformedRule { rule: 2, .. })));
-        assert_eq!(RouteTable::parse("*=kafka:topic"), Err(RouteError::UnknownDestination("kafka:topic".into())));
-        assert!(matches!(RouteTable::parse("*=stdout,"), Err(RouteError::MalformedRule { .. })));
-        assert!(matches!(RouteTable::parse("*[isFlagged]=stdout"), Err(RouteError::MalformedRule { .. })));
-        assert!(matches!(RouteTable::parse("*[a=b=stdout"), Err(RouteError::MalformedRule { .. })));
-        assert!(matches!(RouteTable::parse("*=eventbridge:"), Err(RouteError::UnknownDestination(_))));
+        let problem = |text: &str| RouteTable::parse(text).unwrap_err().problem;
+        assert_eq!(problem("document.*"), RuleProblem::NoEquals);
+        assert_eq!(problem("*=kafka:topic"), RuleProblem::UnknownDestination("kafka:topic".into()));
+        assert_eq!(problem("*=stdout,"), RuleProblem::EmptyDestination);
+        assert_eq!(problem("*[isFlagged]=stdout"), RuleProblem::BadFilter("[isFlagged]".into()));
+        assert_eq!(problem("*[a=b=stdout"), RuleProblem::UnbalancedBrackets);
+        assert_eq!(problem("*[a=b]=stdout]"), RuleProblem::UnbalancedBrackets);
+        assert_eq!(problem("[a=b]=stdout"), RuleProblem::NoPattern);
+        assert_eq!(problem("*=eventbridge:"), RuleProblem::UnknownDestination("eventbridge:".into()));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_rule_as_written() {
+        let err = RouteTable::parse("# all; of it\n\ndocument.*=stdout; connection.*=kafka:x # later\n").unwrap_err();
+        assert_eq!((err.line, err.rule.as_str()), (3, "connection.*=kafka:x"));
+        assert!(err.to_string().starts_with("line 3: rule \"connection.*=kafka:x\": unknown destination \"kafka:x\""));
+        let err = RouteTable::parse("*=stdout;=drop").unwrap_err();
+        assert_eq!((err.line, err.rule.as_str(), err.problem), (1, "=drop", RuleProblem::NoPattern));
+    }
+
+    #[test]
+    fn a_hash_after_whitespace_starts_a_comment_wherever_it_is() {
+        let table = RouteTable::parse("# routes; with a semicolon\n*=stdout # everything; really\n").unwrap();
+        assert_eq!(table, RouteTable::everything_to_stdout());
+        let table = RouteTable::parse("*[ref=a#1]=file:/tmp/a#b.jsonl").unwrap();
+        assert_eq!(table.destinations().next(), Some(&Destination::File("/tmp/a#b.jsonl".into())));
     }
 }

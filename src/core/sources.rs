@@ -65,7 +65,10 @@ impl SvixSource {
 
 impl Authenticator for SvixSource {
     fn authenticate(&self, headers: &HeaderMap, body: &[u8], now_unix: i64) -> Result<Identity, AuthError> {
-        let names = if headers.contains_key(SVIX_HEADERS.id) { &SVIX_HEADERS } else { &STANDARD_HEADERS };
+        // With neither id header, the error names `svix-id`: the header
+        // Svix sends, so the one a sender of a bare request should add.
+        let standard = headers.contains_key(STANDARD_HEADERS.id) && !headers.contains_key(SVIX_HEADERS.id);
+        let names = if standard { &STANDARD_HEADERS } else { &SVIX_HEADERS };
         let id = single_header(headers, names.id)?;
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(AuthError::MalformedHeader(names.id));
@@ -200,7 +203,10 @@ mod tests {
         map.append("svix-timestamp", "1614265330".parse().unwrap());
         assert_eq!(source().authenticate(&map, BODY, TS), Err(AuthError::DuplicateHeader("svix-timestamp")));
 
-        assert_eq!(source().authenticate(&HeaderMap::new(), BODY, TS), Err(AuthError::MissingHeader("webhook-id")));
+        assert_eq!(source().authenticate(&HeaderMap::new(), BODY, TS), Err(AuthError::MissingHeader("svix-id")));
+        let mut standard = headers("webhook");
+        standard.remove("webhook-timestamp");
+        assert_eq!(source().authenticate(&standard, BODY, TS), Err(AuthError::MissingHeader("webhook-timestamp")));
     }
 
     #[test]

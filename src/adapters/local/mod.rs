@@ -82,7 +82,9 @@ pub async fn run(
 
 /// Serves on `listener` until `shutdown` resolves. `sqs_client` is required
 /// when [`LocalConfig::needs_sqs`]; `destinations` must reach every
-/// destination of the route table. Payloads over the queue's message limit
+/// destination of the route table: `serve` makes sure with
+/// [`Destinations::check`] before it binds `listener`, so that a route that
+/// cannot deliver stops it before it answers a webhook. Payloads over the queue's message limit
 /// go to `payloads` and travel by reference, as in the Lambdas: ingest
 /// stores them, the router fetches them, and copies to SQS destinations over
 /// the limit are stored there too.
@@ -94,7 +96,6 @@ pub async fn run_with_payloads(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    destinations.check(&config.routes).map_err(std::io::Error::other)?;
     let limits = config.ingest.limits;
     let destinations = destinations.with_payload_store(Arc::clone(&payloads), limits.max_queue_message_bytes);
     let router = Arc::new(Router::new(config.routes, destinations, InMemorySeen::default()));

@@ -1,6 +1,7 @@
 //! Local mode with a real SQS queue: what Lambda's SQS event source does for
 //! the router, in a loop (receive, route, delete what was delivered).
 
+use crate::adapters::aws::ErrorChain;
 use crate::adapters::sqs::envelope_from_sdk;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::SeenStore;
@@ -63,7 +64,7 @@ async fn poll_one<D: Deliver, S: SeenStore>(
         let messages = match received {
             Ok(output) => output.messages.unwrap_or_default(),
             Err(err) => {
-                error!(error = %aws_sdk_sqs::error::DisplayErrorContext(err), "receiving from the queue failed");
+                error!(error = %ErrorChain(&err), "receiving from the queue failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -103,7 +104,7 @@ async fn poll_one<D: Deliver, S: SeenStore>(
                 "some deletes failed; those messages will be delivered again and de-duplicated"
             ),
             Err(err) => {
-                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(err), "delete failed; the messages will be delivered again and de-duplicated")
+                warn!(error = %ErrorChain(&err), "delete failed; the messages will be delivered again and de-duplicated")
             }
         }
     }

@@ -48,14 +48,22 @@ pub enum SecretError {
     Empty,
     #[error("entry {position} is not base64 (expected whsec_ or whpk_ followed by base64)")]
     NotBase64 { position: usize },
+    /// Svix's portal and other tools list secrets with commas; this
+    /// variable separates them with spaces.
+    #[error("entry {position} contains a comma; separate several secrets with spaces (\"whsec_… whsec_…\")")]
+    CommaSeparated { position: usize },
     #[error("entry {position} decodes to an empty key")]
     EmptyKey { position: usize },
     #[error("entry {position} is not a 32-byte Ed25519 public key")]
     NotPublicKey { position: usize },
     #[error("entry {position} is a private signing key (whsk_); configure its public key (whpk_)")]
     PrivateKey { position: usize },
-    #[error("entry {position} is a public key, which can verify but not sign")]
-    PublicKeyOnly { position: usize },
+    /// From [`sign`]: Svix signs with the endpoint's symmetric secret; the
+    /// asymmetric keys only verify here.
+    #[error(
+        "entry {position} is an Ed25519 key (whpk_ or whsk_); signing needs the endpoint's symmetric secret (whsec_…, from the Svix portal or `nectar-webhooks secret`)"
+    )]
+    NotSymmetric { position: usize },
 }
 
 /// Why a signed request was refused.
@@ -125,6 +133,9 @@ impl SigningSecrets {
 }
 
 fn parse_key(position: usize, entry: &str) -> Result<Key, SecretError> {
+    if entry.contains(',') {
+        return Err(SecretError::CommaSeparated { position });
+    }
     if entry.starts_with(PRIVATE_KEY_PREFIX) {
         return Err(SecretError::PrivateKey { position });
     }
@@ -260,16 +271,29 @@ fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
     content
 }
 
-/// Signs like Svix with one symmetric secret (`whsec_…` or bare base64), for
-/// the CLI's `sign` and `send` commands and for tests.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SecretError> {
-    match parse_key(1, secret.trim())? {
-        Key::Symmetric(key) => {
-            let digest = mac(&key, id, &timestamp.to_string(), body);
-            Ok(format!("v1,{}", general_purpose::STANDARD.encode(digest)))
-        }
-        Key::Public(_) => Err(SecretError::PublicKeyOnly { position: 1 }),
+/// Signs like Svix with symmetric secrets (`whsec_…` or bare base64), for
+/// the CLI's `sign` and `send` commands and for tests. Several secrets
+/// separated by whitespace (`WEBHOOK_SECRET`'s rotation form) give one
+/// signature each, space-separated, as Svix sends while a rotation is under way.
+pub fn sign(secrets: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SecretError> {
+    let timestamp = timestamp.to_string();
+    let signatures = secrets
+        .split_whitespace()
+        .enumerate()
+        .map(|(index, entry)| match parse_key(index + 1, entry) {
+            Ok(Key::Symmetric(key)) => {
+                Ok(format!("v1,{}", general_purpose::STANDARD.encode(mac(&key, id, &timestamp, body))))
+            }
+            Ok(Key::Public(_)) | Err(SecretError::PrivateKey { .. }) => {
+                Err(SecretError::NotSymmetric { position: index + 1 })
+            }
+            Err(err) => Err(err),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if signatures.is_empty() {
+        return Err(SecretError::Empty);
     }
+    Ok(signatures.join(" "))
 }
 
 #[cfg(test)]
@@ -402,6 +426,9 @@ mod tests {
             SigningSecrets::parse(&format!("{SECRET} whsec_!!!")).unwrap_err(),
             SecretError::NotBase64 { position: 2 }
         );
+        let commas = format!("{SECRET},{SECRET}");
+        assert_eq!(SigningSecrets::parse(&commas).unwrap_err(), SecretError::CommaSeparated { position: 1 });
+        assert!(SecretError::CommaSeparated { position: 1 }.to_string().contains("with spaces"));
     }
 
     #[test]
@@ -452,12 +479,27 @@ mod tests {
     }
 
     #[test]
+    fn signing_with_a_rotation_list_gives_one_signature_per_secret() {
+        let other = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        let both = sign(&format!("{SECRET}  {other}"), ID, TS, BODY).unwrap();
+        assert_eq!(both.split(' ').next(), Some(SIG));
+        assert_eq!(both.split(' ').count(), 2);
+        for secret in [SECRET, other] {
+            assert_eq!(verifier(secret).verify(&headers("1614265330", &both), BODY, TS), Ok(TS));
+        }
+    }
+
+    #[test]
     fn key_configuration_errors_are_specific() {
         let private = "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==";
         assert_eq!(SigningSecrets::parse(private).unwrap_err(), SecretError::PrivateKey { position: 1 });
         assert_eq!(SigningSecrets::parse("whpk_AAAA").unwrap_err(), SecretError::NotPublicKey { position: 1 });
         assert_eq!(SigningSecrets::parse("whsec_").unwrap_err(), SecretError::EmptyKey { position: 1 });
-        assert_eq!(sign(PUBLIC_KEY, ID, TS, BODY).unwrap_err(), SecretError::PublicKeyOnly { position: 1 });
+        assert_eq!(sign(PUBLIC_KEY, ID, TS, BODY).unwrap_err(), SecretError::NotSymmetric { position: 1 });
+        assert_eq!(
+            sign(&format!("{SECRET} {private}"), ID, TS, BODY).unwrap_err(),
+            SecretError::NotSymmetric { position: 2 }
+        );
     }
 
     #[test]
