@@ -386,3 +386,41 @@ fn serve_says_where_the_signing_secret_comes_from_and_how_several_are_separated(
         .assert_says(&["WEBHOOK_SECRET: entry 1 contains a comma", "separate several secrets with spaces"]);
     refusal(&sign(|c| c.env("WEBHOOK_SECRET", &commas))).assert_plain().assert_says(&["with spaces"]);
 }
+
+#[test]
+fn serve_refuses_a_queue_url_without_credentials_or_queue() {
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/ingest";
+    let refused = serve_refuses(|serve| serve.env("QUEUE_URL", queue).env("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+    refused.assert_plain().assert_says(&[
+        &format!("QUEUE_URL={queue}: the queue cannot be reached"),
+        "no AWS credentials",
+        "AWS_ACCESS_KEY_ID",
+        "unset QUEUE_URL",
+    ]);
+    assert_eq!(refused.stderr.lines().count(), 1, "one line, not the SDK's list of providers: {}", refused.stderr);
+
+    let missing = format!("{}/123456789012/{}", moto_endpoint(), unique_name("missing"));
+    serve_refuses(|serve| {
+        serve
+            .env("QUEUE_URL", &missing)
+            .env("AWS_ENDPOINT_URL", moto_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+    })
+    .assert_plain()
+    .assert_says(&[
+        &format!("QUEUE_URL={missing}"),
+        "GetQueueAttributes failed",
+        "check QUEUE_URL",
+        "AWS_ENDPOINT_URL",
+    ]);
+}
+
+#[test]
+fn redrive_without_credentials_names_the_fix() {
+    let dlq = "https://sqs.us-east-1.amazonaws.com/123456789012/ingest-dlq";
+    let output = run(CLI, &["redrive", "--dlq", dlq], |c| c.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+    let refused = refusal(&output);
+    refused.assert_plain().assert_says(&[&format!("GetQueueAttributes on {dlq}"), "no AWS credentials", "AWS_PROFILE"]);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+}

@@ -183,9 +183,13 @@ async fn without_copy_a_server_lacking_message_move_tasks_is_explained() {
     let client = sqs_client();
     let (_queue, dlq) = create_queue_with_dlq(&client, "no-move-task", 1).await;
     let output = cli(moto_endpoint()).args(["redrive", "--dlq", &dlq]).output().unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("StartMessageMoveTask") && stderr.contains("--copy"), "{stderr}");
+    assert!(stderr.contains("StartMessageMoveTask"), "{stderr}");
+    assert!(stderr.contains(&format!("nectar-webhooks redrive --dlq {dlq} --copy")), "{stderr}");
+    for tell in ["panicked", "ServiceError {", "raw: Response"] {
+        assert!(!stderr.contains(tell), "{tell:?} in: {stderr}");
+    }
 }
 
 /// A scripted SQS (JSON protocol) that has message-move tasks: the task

@@ -164,9 +164,42 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// The fix when an AWS call finds no credentials, the usual case on a
+/// developer's machine.
+pub const NO_CREDENTIALS: &str = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for moto or LocalStack, any values with AWS_ENDPOINT_URL)";
+
+/// An AWS call's failure in one line, for a person or a log line repeated on
+/// every retry: [`NO_CREDENTIALS`] when no credentials were found (rather
+/// than the SDK's list of every provider it tried, one line each), else the
+/// first line of its [`ErrorChain`].
+pub fn short_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let chain = ErrorChain(error).to_string();
+    if lacks_credentials(&chain) {
+        return NO_CREDENTIALS.to_owned();
+    }
+    chain.lines().next().unwrap_or_default().trim_end_matches(" Attempted:").to_owned()
+}
+
+/// Whether an error's text says no credentials were found.
+pub fn lacks_credentials(text: &str) -> bool {
+    text.contains("credentials")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_cause_is_one_line_and_names_the_fix_for_missing_credentials() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Dispatch(#[source] std::io::Error);
+        let chain = "no credentials found in chain. Attempted:\n  Environment: not set\n  Profile: not enabled";
+        let error = Dispatch(std::io::Error::other(chain));
+        assert_eq!(short_cause(&error), NO_CREDENTIALS);
+        let error = Dispatch(std::io::Error::other("connection refused\nmore"));
+        assert_eq!(short_cause(&error), "dispatch failure: connection refused");
+    }
 
     #[test]
     fn an_error_chain_shows_each_cause_once_and_no_debug_form() {

@@ -1,6 +1,6 @@
 //! The destinations a routed webhook can be delivered to.
 
-use crate::adapters::aws::ErrorChain;
+use crate::adapters::aws::{self, ErrorChain};
 use crate::adapters::sqs;
 use crate::core::claim_check::{self, PayloadStore};
 use crate::core::envelope::{ATTR_EVENT_TYPE, ATTR_ROUTE};
@@ -89,7 +89,7 @@ impl Destinations {
                         .attribute_names(QueueAttributeName::QueueArn)
                         .send()
                         .await
-                        .map_err(|err| aws_problem("GetQueueAttributes", &ErrorChain(&err)))?;
+                        .map_err(|err| aws_problem("GetQueueAttributes", &err))?;
                 }
                 Ok(())
             }
@@ -101,7 +101,7 @@ impl Destinations {
                         .name(bus)
                         .send()
                         .await
-                        .map_err(|err| aws_problem("DescribeEventBus", &ErrorChain(&err)))?;
+                        .map_err(|err| aws_problem("DescribeEventBus", &err))?;
                 }
                 Ok(())
             }
@@ -167,14 +167,12 @@ const FIX_CLIENT: &str = "build Destinations with_sqs / with_eventbridge";
 
 /// What an AWS call's failure means for a destination, and the fix: missing
 /// credentials are the common case on a developer's machine.
-fn aws_problem(call: &str, error: &dyn std::fmt::Display) -> (String, &'static str) {
-    let text = error.to_string();
-    let fix = if text.contains("credentials") {
-        "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for moto or LocalStack, any values with AWS_ENDPOINT_URL)"
-    } else {
-        "check the name or URL in the rule, AWS_REGION, and (for moto or LocalStack) AWS_ENDPOINT_URL"
-    };
-    (format!("cannot be reached ({call} failed: {text})"), fix)
+fn aws_problem(call: &str, error: &(dyn std::error::Error + 'static)) -> (String, &'static str) {
+    if aws::lacks_credentials(&ErrorChain(error).to_string()) {
+        return (format!("cannot be reached ({call} failed)"), aws::NO_CREDENTIALS);
+    }
+    let fix = "check the name or URL in the rule, AWS_REGION, and (for moto or LocalStack) AWS_ENDPOINT_URL";
+    (format!("cannot be reached ({call} failed: {})", aws::short_cause(error)), fix)
 }
 
 impl Deliver for Destinations {

@@ -95,7 +95,7 @@ Environment:
   ROUTES                   The route table, e.g. 'document.*=stdout;*=file:/tmp/all.jsonl'
                            (default: everything to stdout); --routes FILE reads it from a file
   QUEUE_URL                An SQS queue to use instead of the embedded in-memory one (needs AWS
-                           credentials)
+                           credentials; checked with GetQueueAttributes before listening)
   CLAIM_CHECK_BUCKET       With QUEUE_URL: the S3 bucket for payloads too large for a message
   LOCAL_PAYLOAD_DIR        Otherwise the directory for them (default: nectar-webhooks-payloads in
                            the system's temporary directory)
@@ -223,6 +223,9 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     if let Some(sdk) = sdk.as_ref().filter(|_| needs_eventbridge) {
         destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(sdk));
     }
+    if let (Some(client), Some(url)) = (&sqs_client, &config.queue_url) {
+        check_queue(client, url).await?;
+    }
     destinations
         .check(&config.routes, Check::Reachable)
         .await
@@ -238,6 +241,30 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     local::run_with_payloads(config, sqs_client, destinations, payloads, listener, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// One `GetQueueAttributes` on [`config::QUEUE_URL`] before listening:
+/// without it, missing credentials or a mistyped URL would answer every
+/// webhook 503 and leave the poller failing until stopped.
+async fn check_queue(client: &aws_sdk_sqs::Client, url: &str) -> Result<(), String> {
+    let checked = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await;
+    checked.map(drop).map_err(|err| {
+        let queue = config::QUEUE_URL;
+        let cause = aws::short_cause(&err);
+        let fix = if cause == aws::NO_CREDENTIALS {
+            String::new()
+        } else {
+            format!("; check {queue}, AWS_REGION and (for moto or LocalStack) AWS_ENDPOINT_URL")
+        };
+        format!(
+            "{queue}={url}: the queue cannot be reached, so nothing was started (GetQueueAttributes failed: {cause}){fix}; or unset {queue} to use the embedded queue"
+        )
+    })
 }
 
 /// Where large payloads go, and where that is for the log: S3 as the Lambdas

@@ -11,7 +11,7 @@
 //!
 //! Progress (`moved 120 of 300`) goes to stderr, the summary to stdout.
 
-use crate::adapters::aws::{self, ErrorChain};
+use crate::adapters::aws;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
@@ -83,7 +83,7 @@ async fn client() -> Result<Client, String> {
 }
 
 fn sqs_error(what: &str, err: impl std::error::Error + 'static) -> String {
-    format!("{what}: {}", ErrorChain(&err))
+    format!("{what}: {}", aws::short_cause(&err))
 }
 
 async fn queue_attribute(client: &Client, url: &str, name: QueueAttributeName) -> Result<Option<String>, String> {
@@ -136,8 +136,10 @@ async fn move_task(client: &Client, dlq: &Queue, destination: Option<&Queue>, ar
         .await
         .map_err(|err| {
             format!(
-                "{} (a server without message-move tasks, such as moto or ElasticMQ? use --copy)",
-                sqs_error("StartMessageMoveTask", err)
+                "{}\nA server without message-move tasks, such as moto or ElasticMQ? Copy instead: nectar-webhooks redrive --dlq {}{} --copy",
+                sqs_error("StartMessageMoveTask", err),
+                dlq.url,
+                args.to.as_ref().map_or_else(String::new, |to| format!(" --to {to}"))
             )
         })?;
     let handle = started.task_handle.unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Local mode with a real SQS queue: what Lambda's SQS event source does for
 //! the router, in a loop (receive, route, delete what was delivered).
 
-use crate::adapters::aws::ErrorChain;
+use crate::adapters::aws::{ErrorChain, short_cause};
 use crate::adapters::sqs::envelope_from_sdk;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::SeenStore;
@@ -25,6 +25,17 @@ const BATCH: usize = 10;
 /// happen; ten keep the backlog under about 40 messages. A message two loops
 /// take is still delivered once: the router claims it first.
 const MAX_POLLERS: usize = 10;
+
+/// The wait after a first failed receive, doubled on each further failure
+/// up to [`MAX_BACKOFF`]: a queue that stays unreachable (credentials
+/// expired, the server stopped) costs a log line now and then, not a flood.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long to wait after `failures` receives in a row have failed.
+fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
 
 /// Polls `queue_url` until the process ends, fetching claim-checked payloads
 /// from `payload_store`. Failed messages are left on the queue, so SQS
@@ -52,6 +63,7 @@ async fn poll_one<D: Deliver, S: SeenStore>(
     router: &Router<D, S>,
     payload_store: &dyn PayloadStore,
 ) {
+    let mut failures = 0;
     loop {
         let received = client
             .receive_message()
@@ -62,10 +74,20 @@ async fn poll_one<D: Deliver, S: SeenStore>(
             .send()
             .await;
         let messages = match received {
-            Ok(output) => output.messages.unwrap_or_default(),
+            Ok(output) => {
+                failures = 0;
+                output.messages.unwrap_or_default()
+            }
+            // Only the first loop retries; the others wait for a backlog.
+            Err(_) if !always => {
+                backlog.notified().await;
+                continue;
+            }
             Err(err) => {
-                error!(error = %ErrorChain(&err), "receiving from the queue failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                failures += 1;
+                let wait = backoff(failures);
+                error!(error = %short_cause(&err), failures, retry_in_secs = wait.as_secs(), "receiving from the queue failed");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -107,5 +129,17 @@ async fn poll_one<D: Deliver, S: SeenStore>(
                 warn!(error = %ErrorChain(&err), "delete failed; the messages will be delivered again and de-duplicated")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_failures_back_off_from_one_second_to_thirty() {
+        let waits: Vec<u64> = (1..=8).map(|failures| backoff(failures).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }
