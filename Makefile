@@ -14,8 +14,13 @@ SAMPLE_SECRET := whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=
 SAMPLE_TIMESTAMP := 1764201600
 
 FUZZ_SECONDS ?= 30
-CARGO_FUZZ := .tools/bin/cargo-fuzz
-CARGO_AUDIT := .tools/bin/cargo-audit
+# Cargo tools, installed once per version outside the checkout, so a fresh
+# clone on a machine that built them before (CI's) does not compile them again.
+TOOLS := $(HOME)/.cache/nectar-webhooks/tools
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_AUDIT_VERSION := 0.22.2
+CARGO_FUZZ := $(TOOLS)/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
+CARGO_AUDIT := $(TOOLS)/cargo-audit-$(CARGO_AUDIT_VERSION)/bin/cargo-audit
 # The RustSec advisory database: the snapshot kept beside the checkout when
 # there is one (these machines cannot reach the database's home), else
 # cargo audit fetches it as usual.
@@ -44,7 +49,7 @@ audit: $(CARGO_AUDIT)
 	for dir in . fuzz; do \
 	  $(CARGO) fetch --locked --quiet --manifest-path $$dir/Cargo.toml || exit 1; \
 	  echo "cargo audit $$db --deny warnings --file $$dir/Cargo.lock"; \
-	  PATH=$(CURDIR)/.tools/bin:$$PATH $(CARGO) audit $$db --deny warnings --file $$dir/Cargo.lock || exit 1; \
+	  PATH=$(dir $(CARGO_AUDIT)):$$PATH $(CARGO) audit $$db --deny warnings --file $$dir/Cargo.lock || exit 1; \
 	done
 
 ## unit-and-blackbox: every cargo test, capturing what the code logs and the response bodies the tests
@@ -73,15 +78,15 @@ soak: $(VENV)/.installed
 
 ## fuzz: libFuzzer over header parsing and verification for FUZZ_SECONDS (nightly toolchain)
 fuzz: $(CARGO_FUZZ)
-	PATH=$(CURDIR)/.tools/bin:$$PATH $(CARGO) +nightly fuzz run authenticate -- \
+	PATH=$(dir $(CARGO_FUZZ)):$$PATH $(CARGO) +nightly fuzz run authenticate -- \
 	  -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=1024 -malloc_limit_mb=256 -print_final_stats=1
 
 $(CARGO_FUZZ):
-	$(CARGO) install cargo-fuzz --locked --version 0.13.2 --root .tools
+	$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root $(TOOLS)/cargo-fuzz-$(CARGO_FUZZ_VERSION)
 
 # 0.22.2 is the newest release; it needs Rust 1.88 and builds with 1.95.
 $(CARGO_AUDIT):
-	$(CARGO) install cargo-audit --locked --version 0.22.2 --root .tools
+	$(CARGO) install cargo-audit --locked --version $(CARGO_AUDIT_VERSION) --root $(TOOLS)/cargo-audit-$(CARGO_AUDIT_VERSION)
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -146,4 +151,4 @@ bench:
 	@echo "wrote BENCHMARKS.md"
 
 clean:
-	rm -rf target fuzz/target $(VENV) $(BUILD_VENV) .aws-sam .tools
+	rm -rf target fuzz/target $(VENV) $(BUILD_VENV) .aws-sam
