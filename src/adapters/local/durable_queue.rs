@@ -596,3 +596,120 @@ fn now_ms() -> i64 {
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::envelope::Envelope;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        std::env::temp_dir().join(format!("durable-{name}-{}-{nanos}", std::process::id()))
+    }
+
+    fn message(id: &str) -> QueueMessage {
+        Envelope { source: "nectar".into(), id: id.into(), timestamp: 1, body: "{}".into() }.to_queue_message()
+    }
+
+    /// Ends every message's wait, as if its visibility timeout or retry
+    /// delay had passed.
+    fn make_visible(dir: &Path) {
+        connect(dir).unwrap().execute("UPDATE messages SET visible_at = 0", []).unwrap();
+    }
+
+    fn dead_letters(dir: &Path) -> Vec<QueueMessage> {
+        let conn = connect(dir).unwrap();
+        let mut select = conn.prepare("SELECT body, attributes FROM dead_letters ORDER BY id").unwrap();
+        let rows = select.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).unwrap();
+        rows.map(|row| row.unwrap())
+            .map(|(body, attributes)| QueueMessage { body, attributes: decode_attributes(&attributes) })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_message_failing_its_last_receive_is_dead_lettered_with_its_reason_then_redriven() {
+        let dir = temp_dir("dead");
+        let (store, _) = DurableStore::open(&dir, dedup::DEFAULT_TTL).unwrap();
+        store.enqueue(message("msg_1")).await.unwrap();
+        for receive in 1..=MAX_RECEIVES {
+            make_visible(&dir);
+            let received = store.receive(BATCH).await.unwrap();
+            assert_eq!(received.len(), 1, "receive {receive}");
+            assert!(store.receive(BATCH).await.unwrap().is_empty(), "hidden while being delivered");
+            let dead = store.settle(vec![], vec![(received[0].id, format!("failure {receive}"))]).await.unwrap();
+            assert_eq!(dead.len(), usize::from(receive == MAX_RECEIVES));
+        }
+        make_visible(&dir);
+        assert!(store.receive(BATCH).await.unwrap().is_empty());
+        let dead = dead_letters(&dir);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attribute(ATTR_ID), Some("msg_1"));
+        assert_eq!(dead[0].attribute(ATTR_FAILURE_REASON), Some("failure 5"));
+        assert_eq!(dead[0].attribute(ATTR_FAILED_RECEIVES), Some("5"));
+
+        assert_eq!(redrive(&dir).unwrap(), 1);
+        assert!(dead_letters(&dir).is_empty());
+        let received = store.receive(BATCH).await.unwrap();
+        assert_eq!(received.len(), 1, "back in the queue, its receives counted afresh");
+        assert_eq!(received[0].message, message("msg_1"), "without the failure's attributes");
+        store.settle(vec![received[0].id], vec![]).await.unwrap();
+        make_visible(&dir);
+        assert!(store.receive(BATCH).await.unwrap().is_empty(), "delivered: deleted");
+    }
+
+    #[tokio::test]
+    async fn a_message_received_too_often_without_an_answer_is_dead_lettered_without_a_reason() {
+        let dir = temp_dir("unsettled");
+        let (store, _) = DurableStore::open(&dir, dedup::DEFAULT_TTL).unwrap();
+        store.enqueue(message("msg_crashes")).await.unwrap();
+        for _ in 0..MAX_RECEIVES {
+            make_visible(&dir);
+            assert_eq!(store.receive(BATCH).await.unwrap().len(), 1);
+        }
+        make_visible(&dir);
+        assert!(store.receive(BATCH).await.unwrap().is_empty());
+        let dead = dead_letters(&dir);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attribute(ATTR_FAILURE_REASON), None);
+    }
+
+    #[tokio::test]
+    async fn a_restart_takes_back_the_deliveries_and_claims_left_in_flight() {
+        let dir = temp_dir("restart");
+        let (store, _) = DurableStore::open(&dir, dedup::DEFAULT_TTL).unwrap();
+        assert!(matches!(DurableStore::open(&dir, dedup::DEFAULT_TTL), Err(DurableError::InUse(_))));
+        store.enqueue(message("msg_1")).await.unwrap();
+        store.enqueue(message("msg_2")).await.unwrap();
+        assert_eq!(store.receive(1).await.unwrap().len(), 1);
+        assert!(matches!(store.claim("msg_1/file").await.unwrap(), Claim::Acquired(_)));
+        drop(store);
+        let (store, recovered) = loop {
+            match DurableStore::open(&dir, dedup::DEFAULT_TTL) {
+                Err(DurableError::InUse(_)) => tokio::task::yield_now().await,
+                opened => break opened.unwrap(),
+            }
+        };
+        assert_eq!(recovered, Recovered { waiting: 2, in_flight: 1, dead_letters: 0 });
+        assert_eq!(store.receive(BATCH).await.unwrap().len(), 2);
+        assert!(matches!(store.claim("msg_1/file").await.unwrap(), Claim::Acquired(_)));
+    }
+
+    #[tokio::test]
+    async fn claims_have_owners_and_deliveries_are_remembered_until_they_expire() {
+        let dir = temp_dir("seen");
+        let (store, _) = DurableStore::open(&dir, dedup::DEFAULT_TTL).unwrap();
+        let Claim::Acquired(stale) = store.claim("a").await.unwrap() else { panic!() };
+        assert_eq!(store.claim("a").await.unwrap(), Claim::InProgress);
+        store.release("a", &stale).await.unwrap();
+        let Claim::Acquired(live) = store.claim("a").await.unwrap() else { panic!() };
+        store.release("a", &stale).await.unwrap();
+        assert_eq!(store.claim("a").await.unwrap(), Claim::InProgress, "a stale lease cannot end a live claim");
+        assert!(matches!(store.complete("a", &stale).await, Err(dedup::StoreError::LeaseLost(key)) if key == "a"));
+        store.complete("a", &live).await.unwrap();
+        assert_eq!(store.claim("a").await.unwrap(), Claim::AlreadyDelivered);
+
+        connect(&dir).unwrap().execute("UPDATE seen SET until = 0", []).unwrap();
+        assert_eq!(store.clean_up().await.unwrap(), 1, "expired entries are forgotten");
+        assert!(matches!(store.claim("a").await.unwrap(), Claim::Acquired(_)));
+    }
+}
