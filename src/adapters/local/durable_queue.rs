@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 pub const DB_FILE: &str = "queue.sqlite3";
 /// Held (locked) by the one `serve` that owns the data directory: it alone
 /// may take back the deliveries a previous process left in flight.
-const LOCK_FILE: &str = "serve.lock";
+pub const LOCK_FILE: &str = "serve.lock";
 
 /// Receives after which a failing message is dead-lettered: the template's
 /// `maxReceiveCount` (and `MAX_RECEIVE_COUNT`'s default).
@@ -368,6 +368,8 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, lock: File) {
             reply(committed.clone());
         }
     }
+    // Closed (its log checkpointed) before another process may open it.
+    drop(conn);
     drop(lock);
 }
 
