@@ -131,14 +131,14 @@ events:
 ## the sizes at opt-level 3, several minutes each)
 BENCH_DIR := $(CURDIR)/target/bench
 bench:
-	$(CARGO) build --locked --release --bin ingest --bin router
+	$(CARGO) build --locked --release --bin ingest --bin router --bin nectar-webhooks
 	mkdir -p $(BENCH_DIR)/bin/examples
-	cp target/release/ingest target/release/router $(BENCH_DIR)/bin/
+	cp target/release/ingest target/release/router target/release/nectar-webhooks $(BENCH_DIR)/bin/
 	$(CARGO) build --locked --release --example hello_lambda
 	cp target/release/examples/hello_lambda $(BENCH_DIR)/bin/examples/
 	rm -f $(BENCH_DIR)/*.json
 	BENCH_DIR=$(BENCH_DIR) $(CARGO) bench --locked --bench verify --bench ingest --bench router --bench time_budget
-	BENCH_DIR=$(BENCH_DIR) BENCH_BINARIES=$(BENCH_DIR)/bin $(CARGO) bench --locked --bench lambda_process
+	BENCH_DIR=$(BENCH_DIR) BENCH_BINARIES=$(BENCH_DIR)/bin $(CARGO) bench --locked --bench lambda_process --bench local_durable
 	if [ -n "$(BENCH_ARM64_BUILD)" ]; then $(MAKE) $(BUILD_VENV)/.installed && \
 	  PATH=$(CURDIR)/$(BUILD_VENV)/bin:$$PATH cargo lambda build --release --arm64 --bin ingest --bin router && \
 	  printf '{"ingest": %s, "router": %s}\n' $$(stat -c %s target/lambda/ingest/bootstrap) \

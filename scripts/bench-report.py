@@ -281,6 +281,53 @@ def section_time_budget():
     ]
 
 
+def section_local_durable():
+    """Section 8: local mode on its durable embedded queue, under load."""
+    d = load("local_durable")
+    rounds = d["rounds"]
+    rate = min(r["accepted_per_sec"] for r in rounds)
+    p99 = max(r["p99_ms"] for r in rounds)
+    ok = rate >= 1500 and p99 < 25
+    missed = [] if rate >= 1500 else [f"{1500 - rate:,.0f}/s"]
+    missed += [] if p99 < 25 else [f"p99 {p99 - 25:.1f} ms"]
+    HEADLINES.append(
+        f"Local mode, durable: {rate:,.0f} webhooks/s accepted at concurrency {d['concurrency']}, p99 {p99:.1f} ms "
+        f"to 202, committed to disk first (goal ≥1,500/s and p99 < 25 ms: {verdict(ok, ', '.join(missed))}; "
+        "section 8)."
+    )
+    mib = lambda n: n / 1024 / 1024  # noqa: E731
+    rows = [
+        f"| {i} | {r['accepted_per_sec']:,.0f}/s | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
+        f"{r['peak_rss_kib'] / 1024:.1f} MiB | {mib(r['bytes_after_delivery']):.2f} MiB | "
+        f"{mib(r['bytes_after_cleanup']):.2f} MiB |"
+        for i, r in enumerate(rounds, 1)
+    ]
+    cleaned = [r["bytes_after_cleanup"] for r in rounds]
+    growth = max(cleaned[1:]) - cleaned[0] if len(cleaned) > 1 else 0
+    return [
+        "## 8. Local mode's durable queue",
+        "",
+        f"`cargo bench --bench local_durable`: the release `nectar-webhooks serve --data-dir` taking {d['n']:,} "
+        f"signed webhooks at concurrency {d['concurrency']} (a 489-byte sample payload), routed to a `file:` "
+        "destination, each answered 202 only once committed to its SQLite file (write-ahead log, "
+        "`synchronous=FULL`, concurrent requests sharing commits). Three rounds on the same data directory; "
+        "after each, once every webhook is delivered, the server is stopped (SIGTERM) and its dedup entries "
+        "are made to expire (35 days cannot pass in a bench) and cleaned up by the store's own clean-up, "
+        "which `serve` runs every minute.",
+        "",
+        "| round | accepted | p50 to 202 | p99 to 202 | peak RSS | data dir, delivered | data dir, cleaned up |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
+        *rows,
+        "",
+        f"Before, on the in-memory queue: about {d['in_memory_per_sec']:,.0f}/s (2,000 webhooks at concurrency 32 "
+        "in 1.1 s, a debug build, measured when the durable queue was proposed). Delivered webhooks' rows are "
+        "deleted at once; what the data directory keeps per 10,000 webhooks until their dedup entries expire is "
+        "the table's 'delivered' column. Once they expire the file stops growing: after the cleaned-up "
+        f"rounds 2 and 3 it is {mib(growth):+.2f} MiB from round 1's.",
+        "",
+    ]
+
+
 def section_process(p, arm64):
     cold = {f["function"]: f for f in p["cold_start"]["functions"]}
     hello = cold["hello_lambda"]["init_us"]
@@ -533,6 +580,7 @@ def main():
     process_out, _, memory, *_ = section_process(process, arm64)
     cost_out, *_ = section_cost(memory["ingest"]["mean_invocation_us"], memory)
     budget_out = section_time_budget()
+    local_out = section_local_durable()
     head = [
         "# Benchmarks",
         "",
@@ -545,7 +593,7 @@ def main():
         f"SHA-NI: {'yes' if m['sha_ni'] else 'no'}; {m['rustc']}; run {m['date']}.",
         "",
     ]
-    sections = verify_out + ingest_out + router_out + process_out + cost_out + budget_out
+    sections = verify_out + ingest_out + router_out + process_out + cost_out + budget_out + local_out
     body = head + ["Headlines:", ""] + [f"- {line}" for line in HEADLINES] + [""] + sections
     sys.stdout.write("\n".join(body))
     if os.environ.get("BENCH_README"):

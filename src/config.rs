@@ -65,6 +65,12 @@ pub const LAMBDA_BODY_LIMIT: usize = (LAMBDA_EVENT_LIMIT - LAMBDA_EVENT_OVERHEAD
 pub const LOCAL_PAYLOAD_DIR: &str = "LOCAL_PAYLOAD_DIR";
 /// [`LOCAL_PAYLOAD_DIR`]'s default, in the system's temporary directory.
 pub const DEFAULT_LOCAL_PAYLOAD_DIR: &str = "nectar-webhooks-payloads";
+/// Local mode: the directory of the embedded queue's store (its queue, dead
+/// letters and dedup memory), created private to its owner.
+pub const DATA_DIR: &str = "DATA_DIR";
+/// [`DATA_DIR`]'s default, in the user's data directory (`$XDG_DATA_HOME`,
+/// else `~/.local/share`), or in the working directory without a home.
+pub const DEFAULT_DATA_DIR: &str = "nectar-webhooks";
 /// Set to `true` by `sam local`; allows a wider timestamp tolerance so
 /// committed sample events keep verifying.
 pub const AWS_SAM_LOCAL: &str = "AWS_SAM_LOCAL";
@@ -209,6 +215,17 @@ pub fn local_payload_dir(lookup: impl Fn(&str) -> Option<String>) -> PathBuf {
         .map_or_else(|| std::env::temp_dir().join(DEFAULT_LOCAL_PAYLOAD_DIR), PathBuf::from)
 }
 
+/// Local mode's data directory: [`DATA_DIR`], else [`DEFAULT_DATA_DIR`] in
+/// `$XDG_DATA_HOME`, else in `$HOME/.local/share`, else `./.nectar-webhooks`.
+/// It outlives reboots, unlike the temporary directory.
+pub fn local_data_dir(lookup: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty()).map(PathBuf::from);
+    set(DATA_DIR)
+        .or_else(|| set("XDG_DATA_HOME").map(|data| data.join(DEFAULT_DATA_DIR)))
+        .or_else(|| set("HOME").map(|home| home.join(".local/share").join(DEFAULT_DATA_DIR)))
+        .unwrap_or_else(|| PathBuf::from(format!(".{DEFAULT_DATA_DIR}")))
+}
+
 /// The route table from `ROUTES`; everything to stdout when unset.
 pub fn routes_from_env() -> Result<RouteTable, ConfigError> {
     routes_from_text(ROUTES, &std::env::var(ROUTES).unwrap_or_default())
@@ -299,6 +316,18 @@ mod tests {
         assert_eq!(local_payload_dir(|_| None), std::env::temp_dir().join("nectar-webhooks-payloads"));
         assert_eq!(local_payload_dir(|_| Some(" ".into())), std::env::temp_dir().join("nectar-webhooks-payloads"));
         assert_eq!(local_payload_dir(|_| Some("/srv/payloads".into())), PathBuf::from("/srv/payloads"));
+    }
+
+    #[test]
+    fn the_data_dir_is_set_or_in_the_users_data_directory() {
+        let dir = |vars: &[(&str, &str)]| {
+            let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            local_data_dir(|name| vars.get(name).cloned())
+        };
+        assert_eq!(dir(&[(DATA_DIR, "/srv/nw"), ("HOME", "/home/a")]), PathBuf::from("/srv/nw"));
+        assert_eq!(dir(&[("XDG_DATA_HOME", "/d"), ("HOME", "/home/a")]), PathBuf::from("/d/nectar-webhooks"));
+        assert_eq!(dir(&[("HOME", "/home/a")]), PathBuf::from("/home/a/.local/share/nectar-webhooks"));
+        assert_eq!(dir(&[(DATA_DIR, " ")]), PathBuf::from(".nectar-webhooks"));
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn command(binary: &str) -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_REGION", "us-east-1")
+        .env("DATA_DIR", std::env::temp_dir().join(unique_name("cli-data")))
         .stdin(Stdio::null());
     command
 }

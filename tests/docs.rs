@@ -132,6 +132,7 @@ fn every_offline_command_in_the_docs_runs_as_written() {
                 .arg(&script)
                 .current_dir(project_dir())
                 .env("PATH", &path)
+                .env("DATA_DIR", std::env::temp_dir().join(unique_name("docs-data")))
                 .env_remove("WEBHOOK_SECRET")
                 .env_remove("ROUTES")
                 .output()

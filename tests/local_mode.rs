@@ -1,4 +1,4 @@
-//! Local mode (`nectar-webhooks serve`) over HTTP: the embedded queue, a real
+//! Local mode (`nectar-webhooks serve`) over HTTP: the durable embedded queue, a real
 //! SQS queue (moto), large payloads by claim check (a local directory, or
 //! S3), and the command-line tool as a user runs it.
 
@@ -73,7 +73,8 @@ async fn start_with(
         vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     })
     .unwrap();
-    let config = LocalConfig { ingest, routes: RouteTable::parse(routes).unwrap(), queue_url };
+    let data_dir = std::env::temp_dir().join(unique_name("local-data"));
+    let config = LocalConfig { ingest, routes: RouteTable::parse(routes).unwrap(), queue_url, data_dir };
     let client = config.needs_sqs().then(sqs_client);
     let destinations = client.clone().map_or_else(Destinations::default, |c| Destinations::default().with_sqs(c));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -300,7 +301,10 @@ fn send_cli(port: u16, configure: impl FnOnce(&mut Command) -> &mut Command) -> 
 /// what `configure` adds, and waits until it accepts connections.
 fn serve_cli(configure: impl FnOnce(&mut Command)) -> Serve {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
-    serve.arg("serve").env("WEBHOOK_SECRET", SAMPLE_SECRET);
+    serve
+        .arg("serve")
+        .env("WEBHOOK_SECRET", SAMPLE_SECRET)
+        .env("DATA_DIR", std::env::temp_dir().join(unique_name("cli-data")));
     configure(&mut serve);
     Serve::start(serve.stdout(Stdio::null()), None)
 }

@@ -38,6 +38,10 @@ enum Command {
         /// Read the route table from this file instead of ROUTES.
         #[arg(long, value_name = "FILE")]
         routes: Option<PathBuf>,
+        /// Where the embedded queue keeps its store [env: DATA_DIR; default:
+        /// $XDG_DATA_HOME/nectar-webhooks or ~/.local/share/nectar-webhooks].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Sign payload files like Svix and POST them to a URL; prints each status.
     Send {
@@ -164,7 +168,7 @@ impl SecretArgs {
 impl Cli {
     pub async fn run(self) -> ExitCode {
         let outcome = match self.command {
-            Command::Serve { addr, routes } => serve(&addr, routes).await,
+            Command::Serve { addr, routes, data_dir } => serve(&addr, routes, data_dir).await,
             Command::Send { url, secret, id, files } => match secret.read() {
                 Ok(secret) => send(&url, &secret, id.as_deref(), &files).await,
                 Err(err) => Err(err),
@@ -186,7 +190,7 @@ impl Cli {
     }
 }
 
-async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
+async fn serve(addr: &str, routes_file: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     let ingest = IngestConfig::for_local_mode(env).map_err(|err| {
         let fix = match err {
@@ -208,7 +212,8 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
         None => config::routes_from_env().map_err(|e| e.to_string())?,
     };
     let queue_url = env(config::QUEUE_URL).filter(|u| !u.is_empty());
-    let config = LocalConfig { ingest, routes, queue_url };
+    let data_dir = data_dir.unwrap_or_else(|| config::local_data_dir(env));
+    let config = LocalConfig { ingest, routes, queue_url, data_dir };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
     let sdk = if config.needs_sqs() || needs_eventbridge {
         Some(aws::sdk_config().await.map_err(|err| err.to_string())?)
@@ -233,10 +238,11 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>) -> Result<(), String> {
     let (payloads, payloads_at) = payload_store(&config, sdk.as_ref(), &payload_dir)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let queue = config.queue_url.as_deref().unwrap_or("embedded (in memory)");
+    let queue = config.queue_url.clone().unwrap_or_else(|| format!("embedded ({})", config.data_dir.display()));
     tracing::info!(%bound, queue, large_payloads = payloads_at, "listening: POST http://{bound}/webhooks/nectar");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        shutdown_signal().await;
+        tracing::info!("shutting down: new requests get 503; finishing what is in flight");
     };
     local::run_with_payloads(config, sqs_client, destinations, payloads, listener, shutdown)
         .await
@@ -267,6 +273,22 @@ async fn check_queue(client: &aws_sdk_sqs::Client, url: &str) -> Result<(), Stri
     })
 }
 
+/// Ctrl-C or SIGTERM (what a service manager or `docker stop` sends).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Where large payloads go, and where that is for the log: S3 as the Lambdas
 /// use it with a real queue and a bucket, else a local directory.
 fn payload_store(
@@ -286,7 +308,7 @@ fn payload_store(
             config::QUEUE_URL
         );
     }
-    let store = PayloadDir::open(dir, config.payload_ttl()).map_err(|e| e.to_string())?;
+    let store = PayloadDir::open(dir, local::PAYLOAD_TTL).map_err(|e| e.to_string())?;
     let at = store.path().display().to_string();
     Ok((Arc::new(store), at))
 }

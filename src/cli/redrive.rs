@@ -9,6 +9,9 @@
 //! ElasticMQ): same body, same message attributes, deleted from the
 //! dead-letter queue only once the copy is sent.
 //!
+//! `--data-dir` moves local mode's dead letters back to its embedded queue
+//! instead (one transaction; safe while `serve` runs on that directory).
+//!
 //! Progress (`moved 120 of 300`) goes to stderr, the summary to stdout.
 
 use crate::adapters::aws;
@@ -23,8 +26,12 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The dead-letter queue's URL.
-    #[arg(long)]
-    pub dlq: String,
+    #[arg(long, required_unless_present = "data_dir")]
+    pub dlq: Option<String>,
+    /// Local mode's data directory (`serve --data-dir`): redrive its dead
+    /// letters to its embedded queue instead of an SQS queue's.
+    #[arg(long, conflicts_with_all = ["dlq", "to", "copy", "max_per_second"])]
+    pub data_dir: Option<std::path::PathBuf>,
     /// The queue to move the messages to (its URL). By default the queue
     /// whose redrive policy names the dead-letter queue, if there is one
     /// only; with several, the move task returns each message to its own.
@@ -51,8 +58,14 @@ struct Queue {
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<(), String> {
+    let (Some(dlq), None) = (&args.dlq, &args.data_dir) else {
+        let dir = args.data_dir.unwrap_or_default();
+        let moved = crate::adapters::local::durable_queue::redrive(&dir).map_err(|err| err.to_string())?;
+        println!("moved {moved} dead letters to the embedded queue in {}", dir.display());
+        return Ok(());
+    };
     let client = client().await?;
-    let dlq = Queue { arn: queue_arn(&client, &args.dlq).await?, url: args.dlq.clone() };
+    let dlq = Queue { arn: queue_arn(&client, dlq).await?, url: dlq.clone() };
     let destination = match &args.to {
         Some(url) => Some(Queue { arn: queue_arn(&client, url).await?, url: url.clone() }),
         None => source_queue(&client, &dlq.url).await?,

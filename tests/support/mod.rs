@@ -90,6 +90,10 @@ impl Serve {
     pub fn start(command: &mut Command, log: Option<PathBuf>) -> Self {
         use std::io::BufRead as _;
         const LISTENING: &str = "listening: POST http://127.0.0.1:";
+        if !command.get_envs().any(|(name, _)| name == "DATA_DIR") {
+            // A store of its own: the default directory is the user's, shared by every serve.
+            command.env("DATA_DIR", std::env::temp_dir().join(unique_name("serve-data")));
+        }
         let mut child = command.args(["--addr", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (bound, port) = std::sync::mpsc::channel();
