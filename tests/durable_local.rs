@@ -235,11 +235,7 @@ async fn sigterm_finishes_what_is_in_flight_and_exits() {
 }
 
 async fn get(url: &str) -> (u16, Value) {
-    let response = reqwest::get(url).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    record_response(&body);
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    read_response(reqwest::get(url).await.unwrap()).await
 }
 
 /// `/health` says the process is alive; `/ready` that the store takes

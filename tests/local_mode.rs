@@ -98,11 +98,7 @@ async fn post(url: &str, id: &str, body: &[u8]) -> (u16, Value) {
     for (name, value) in svix_headers(SAMPLE_SECRET, id, now(), body) {
         request = request.header(name, value);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
-    record_response(&body);
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    read_response(request.send().await.unwrap()).await
 }
 
 #[tokio::test]

@@ -64,6 +64,15 @@ impl std::io::Write for CaptureWriter {
     }
 }
 
+/// An HTTP response's status and body as JSON (`null` if it is not), the
+/// body kept for `tests/leak_scan.py`.
+pub async fn read_response(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    record_response(&body);
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
 /// Keeps a response body the tests received, for `tests/leak_scan.py`.
 pub fn record_response(body: &str) {
     static RESPONSES: OnceLock<CaptureFile> = OnceLock::new();
