@@ -9,7 +9,6 @@ use crate::core::handlers::Handler;
 use crate::core::router::{Deliver, Delivery, DeliveryError};
 use crate::core::routing::{Destination, Route, RouteTable};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine as _;
 use futures_util::future::join_all;
 use std::collections::{HashMap, HashSet};
@@ -83,13 +82,7 @@ impl Destinations {
             Destination::Sqs(url) => {
                 let client = self.sqs.as_ref().ok_or(("has no SQS client".to_owned(), FIX_CLIENT))?;
                 if depth == Check::Reachable {
-                    client
-                        .get_queue_attributes()
-                        .queue_url(url)
-                        .attribute_names(QueueAttributeName::QueueArn)
-                        .send()
-                        .await
-                        .map_err(|err| aws_problem("GetQueueAttributes", &err))?;
+                    sqs::reach(client, url).await.map_err(|err| aws_problem("GetQueueAttributes", &err))?;
                 }
                 Ok(())
             }
@@ -168,11 +161,12 @@ const FIX_CLIENT: &str = "build Destinations with_sqs / with_eventbridge";
 /// What an AWS call's failure means for a destination, and the fix: missing
 /// credentials are the common case on a developer's machine.
 fn aws_problem(call: &str, error: &(dyn std::error::Error + 'static)) -> (String, &'static str) {
-    if aws::lacks_credentials(&ErrorChain(error).to_string()) {
+    let cause = aws::short_cause(error);
+    if cause == aws::NO_CREDENTIALS {
         return (format!("cannot be reached ({call} failed)"), aws::NO_CREDENTIALS);
     }
     let fix = "check the name or URL in the rule, AWS_REGION, and (for moto or LocalStack) AWS_ENDPOINT_URL";
-    (format!("cannot be reached ({call} failed: {})", aws::short_cause(error)), fix)
+    (format!("cannot be reached ({call} failed: {cause})"), fix)
 }
 
 impl Deliver for Destinations {

@@ -10,7 +10,7 @@ use crate::core::dedup::{DEFAULT_LEASE, InMemorySeen, SeenStore};
 use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, QueueMessage};
 use crate::core::outcome::Outcome;
 use crate::core::router::{Deliver, Failure, Record, Router};
-use crate::core::routing::Destination;
+use crate::core::routing::{Destination, is_fifo_queue_url};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl<D: Deliver, S: SeenStore> SqsBatchHandler<D, S> {
         let webhook_id =
             attributes.iter().find(|(name, _)| *name == ATTR_ID).map_or("-", |(_, id)| id.as_str()).to_owned();
         let copy = QueueMessage { body: message.body.clone().unwrap_or_default(), attributes };
-        let fifo = sqs::is_fifo(&dead_letters.queue_url).then(|| dead_letter_fifo_ids(message, &failure.id));
+        let fifo = is_fifo_queue_url(&dead_letters.queue_url).then(|| dead_letter_fifo_ids(message, &failure.id));
         match sqs::send(&dead_letters.client, &dead_letters.queue_url, copy, fifo).await {
             Ok(()) => {
                 error!(

@@ -5,8 +5,11 @@ use crate::core::claim_check::PayloadStore;
 use crate::core::envelope::{DecodeError, Envelope, QueueMessage};
 use crate::core::events::probe;
 use crate::core::queue::{Queue, QueueError, Webhook};
+use crate::core::routing::is_fifo_queue_url;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use std::collections::HashMap;
 
 /// The ingest queue.
@@ -27,17 +30,12 @@ impl Queue for SqsQueue {
     /// the resource its payload is about, so the router sees one document's
     /// or connection's events in order, and de-duplicated by webhook id.
     async fn enqueue(&self, message: QueueMessage, webhook: Webhook<'_>) -> Result<(), QueueError> {
-        let fifo = is_fifo(&self.url).then(|| {
+        let fifo = is_fifo_queue_url(&self.url).then(|| {
             let resource = probe(webhook.source, webhook.body).resource_id;
             fifo_ids(resource.as_deref(), webhook.id)
         });
         send(&self.client, &self.url, message, fifo).await.map_err(QueueError)
     }
-}
-
-/// Whether a queue URL names a FIFO queue (SQS requires the suffix).
-pub fn is_fifo(queue_url: &str) -> bool {
-    queue_url.ends_with(".fifo")
 }
 
 /// A FIFO message's group id (the resource, else the webhook) and
@@ -48,6 +46,18 @@ pub fn fifo_ids(resource: Option<&str>, webhook_id: &str) -> (String, String) {
     let usable = |id: &&str| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic());
     let group = resource.filter(usable).unwrap_or(webhook_id);
     (group.to_owned(), webhook_id.to_owned())
+}
+
+/// One harmless call that shows the queue exists and these credentials
+/// reach it: what `serve` checks its queues with before it listens.
+pub async fn reach(client: &Client, queue_url: &str) -> Result<(), SdkError<GetQueueAttributesError>> {
+    client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map(drop)
 }
 
 /// Sends one message; the error says why SQS did not take it. `fifo` gives
@@ -111,7 +121,7 @@ mod tests {
         assert_eq!(fifo_ids(Some("has space"), "msg_1").0, "msg_1");
         assert_eq!(fifo_ids(Some(&long), "msg_1").0, "msg_1");
         assert_eq!(fifo_ids(Some(&long[1..]), "msg_1").0, long[1..]);
-        assert!(is_fifo("https://sqs.eu-west-1.amazonaws.com/1/ingest.fifo"));
-        assert!(!is_fifo("https://sqs.eu-west-1.amazonaws.com/1/ingest"));
+        assert!(is_fifo_queue_url("https://sqs.eu-west-1.amazonaws.com/1/ingest.fifo"));
+        assert!(!is_fifo_queue_url("https://sqs.eu-west-1.amazonaws.com/1/ingest"));
     }
 }

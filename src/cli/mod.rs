@@ -9,6 +9,7 @@ use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::local::payload_dir::PayloadDir;
 use crate::adapters::local::{self, LocalConfig};
 use crate::adapters::payloads::S3PayloadStore;
+use crate::adapters::sqs;
 use crate::config::{self, ConfigError, IngestConfig};
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::{Clock, SystemClock};
@@ -253,13 +254,7 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>, data_dir: Option<PathBu
 /// without it, missing credentials or a mistyped URL would answer every
 /// webhook 503 and leave the poller failing until stopped.
 async fn check_queue(client: &aws_sdk_sqs::Client, url: &str) -> Result<(), String> {
-    let checked = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await;
-    checked.map(drop).map_err(|err| {
+    sqs::reach(client, url).await.map_err(|err| {
         let queue = config::QUEUE_URL;
         let cause = aws::short_cause(&err);
         let fix = if cause == aws::NO_CREDENTIALS {

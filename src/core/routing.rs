@@ -51,8 +51,14 @@ impl Destination {
 
     /// Whether this is a FIFO queue, which needs group and deduplication ids.
     pub fn is_fifo_queue(&self) -> bool {
-        matches!(self, Self::Sqs(url) if url.ends_with(".fifo"))
+        matches!(self, Self::Sqs(url) if is_fifo_queue_url(url))
     }
+}
+
+/// Whether a queue URL names a FIFO queue (SQS requires the suffix): for
+/// destinations, the ingest queue and the dead-letter queue alike.
+pub fn is_fifo_queue_url(queue_url: &str) -> bool {
+    queue_url.ends_with(".fifo")
 }
 
 impl fmt::Display for Destination {
