@@ -227,13 +227,23 @@ impl Destinations {
             self.eventbridge.as_ref().ok_or_else(|| DeliveryError("no EventBridge client configured".into()))?;
         let envelope = delivery.envelope;
         let body = &envelope.body;
-        let is_object = matches!(serde_json::from_slice::<serde_json::Value>(body), Ok(serde_json::Value::Object(_)));
-        let mut detail = match std::str::from_utf8(body) {
-            Ok(text) if is_object => text.to_owned(),
-            _ => serde_json::json!({ "body": String::from_utf8_lossy(body) }).to_string(),
-        };
         let resource = format!("webhook-id:{}", envelope.id);
-        let entry_size = envelope.source.len() + delivery.event_type.len() + detail.len() + resource.len();
+        let around_detail = envelope.source.len() + delivery.event_type.len() + resource.len();
+        // The detail is at least as long as the body, so a body that alone
+        // takes the entry over the limit goes by claim check unparsed: a JSON
+        // value of megabytes would sit beside the payload in the router's
+        // 128 MB, only to be thrown away.
+        let mut detail = if around_detail + body.len() > EVENTBRIDGE_ENTRY_LIMIT {
+            String::new()
+        } else {
+            let is_object =
+                matches!(serde_json::from_slice::<serde_json::Value>(body), Ok(serde_json::Value::Object(_)));
+            match std::str::from_utf8(body) {
+                Ok(text) if is_object => text.to_owned(),
+                _ => serde_json::json!({ "body": String::from_utf8_lossy(body) }).to_string(),
+            }
+        };
+        let entry_size = around_detail + detail.len().max(body.len());
         if entry_size > EVENTBRIDGE_ENTRY_LIMIT {
             let (store, _) = self.payload_store.as_ref().ok_or_else(|| {
                 DeliveryError(format!(
