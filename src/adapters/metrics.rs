@@ -15,6 +15,7 @@
 //! | `routed` (`event_type`, `route`, `delivered`, `duplicates`, `age_secs`) | `Routed` = delivered (also by `EventType`, `Route`), `DuplicatesSkipped`, `EndToEndAge` (seconds) |
 //! | `not_routed` | `DeliveryFailures` |
 //! | `dead_lettered` | `DeadLettered` |
+//! | `not_archived` | `ArchiveFailures` |
 //!
 //! Every metric carries the dimension `Function` (`AWS_LAMBDA_FUNCTION_NAME`);
 //! those with more dimensions are published both ways, so an alarm can watch
@@ -130,6 +131,7 @@ fn metrics_for(outcome: Outcome, fields: &Map<String, Value>) -> Vec<Metric> {
         }
         Outcome::NotRouted => vec![count("DeliveryFailures", 1)],
         Outcome::DeadLettered => vec![count("DeadLettered", 1)],
+        Outcome::NotArchived => vec![count("ArchiveFailures", 1)],
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`ingest`]: request → queued or refused, with every status code.
 //! - [`envelope`]: the queued message's format.
 //! - [`claim_check`]: payloads too large for the queue, stored by reference.
+//! - [`archive`]: every verified webhook kept, for replay and drift reports.
 //! - [`events`]: Nectar event types and typed models.
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
@@ -13,6 +14,7 @@
 //! - [`outcome`]: what happened at each step, the field metrics are read from.
 //! - [`queue`], [`clock`]: ports to the outside.
 
+pub mod archive;
 pub mod claim_check;
 pub mod clock;
 pub mod dedup;

@@ -5,10 +5,11 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
+use crate::core::archive::{Archive, ArchiveError, ArchiveRecord, ArchivedBody};
 use crate::core::claim_check::{self, PayloadStore};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
-use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope};
+use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope, received_at};
 use crate::core::events::{Probe, probe};
 use crate::core::outcome::Outcome;
 use crate::core::routing::{Destination, RouteTable};
@@ -18,6 +19,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -76,6 +78,10 @@ pub enum RecordError {
     /// unknown: it may be this one's, so this one waits too.
     #[error("an earlier event's payload could not be fetched and may be about the same resource; kept in order")]
     HeldBackUnknown,
+    /// Routed, but not archived: retried until the archive has it (its
+    /// destinations, already reached, skip it as a duplicate).
+    #[error(transparent)]
+    NotArchived(#[from] ArchiveError),
 }
 
 /// What happened to a record that was fully handled.
@@ -97,6 +103,8 @@ pub struct Record {
     /// body is then empty): the router fetches it when the record's turn
     /// comes (see [`Router::route_batch`]).
     pub claim_check: Option<String>,
+    /// When ingest received it, if the message says ([`received_at`]).
+    pub received: Option<DateTime<Utc>>,
 }
 
 impl Record {
@@ -104,7 +112,16 @@ impl Record {
     /// any) left where it is.
     pub fn from_queue_message<'a>(id: String, body: &str, attribute: impl Fn(&str) -> Option<&'a str>) -> Self {
         let claim_check = attribute(ATTR_CLAIM_CHECK).map(str::to_owned);
-        Self { id, message: Envelope::from_queue_message(body, attribute), claim_check }
+        let received = received_at(&attribute);
+        Self { id, message: Envelope::from_queue_message(body, &attribute), claim_check, received }
+    }
+
+    /// The same record, received when its queue says (SQS's `SentTimestamp`),
+    /// if its message does not carry [`ATTR_RECEIVED`]: one queued before
+    /// ingest added it.
+    pub fn received_by_default(mut self, sent: Option<DateTime<Utc>>) -> Self {
+        self.received = self.received.or(sent);
+        self
     }
 }
 
@@ -131,12 +148,40 @@ pub struct Router<D, S> {
     seen: S,
     clock: Arc<dyn Clock>,
     payloads: Option<Arc<dyn PayloadStore>>,
+    archive: Option<Arc<dyn Archive>>,
     limits_age: bool,
+    /// Put before every idempotency key: a replay's deliveries are keyed
+    /// apart from the original ones (and from other replays').
+    key_scope: String,
 }
 
 impl<D: Deliver, S: SeenStore> Router<D, S> {
     pub fn new(table: RouteTable, deliver: D, seen: S) -> Self {
-        Self { table, deliver, seen, clock: Arc::new(SystemClock), payloads: None, limits_age: true }
+        Self {
+            table,
+            deliver,
+            seen,
+            clock: Arc::new(SystemClock),
+            payloads: None,
+            archive: None,
+            limits_age: true,
+            key_scope: String::new(),
+        }
+    }
+
+    /// Archives every record it reads (see [`crate::core::archive`]); a
+    /// record the archive does not take is reported failed, so it is retried.
+    pub fn with_archive(mut self, archive: Arc<dyn Archive>) -> Self {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// Keys deliveries apart from every other run's: a replay reaches
+    /// destinations that had the webhook already, but twice under the same
+    /// scope only once.
+    pub fn with_key_scope(mut self, scope: &str) -> Self {
+        self.key_scope = format!("{scope}/");
+        self
     }
 
     /// Routes webhooks however long ago they were signed. Only for invoking
@@ -182,6 +227,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let mut payloads_held = 0;
         let mut unreadable_before = false;
         let mut failures: Vec<(usize, Failure)> = Vec::new();
+        let mut to_archive: Vec<(usize, String, Result<Vec<u8>, ArchiveError>)> = Vec::new();
         loop {
             for (lane_index, lane) in lanes.iter_mut().enumerate().filter(|(_, lane)| !lane.busy) {
                 while let Some(ready) = lane.waiting.pop_front() {
@@ -213,7 +259,10 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             });
             match event.await {
                 None => break,
-                Some(Event::Read(ready)) => {
+                Some(Event::Read(mut ready)) => {
+                    if let Some(line) = ready.archive_line.take() {
+                        to_archive.push((ready.index, ready.id.clone(), line));
+                    }
                     let resource = ready.message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
                     if unreadable_before {
                         payloads_held -= usize::from(ready.holds_payload);
@@ -239,18 +288,62 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 }
             }
         }
+        self.archive_all(to_archive, &mut failures).await;
         failures.sort_by_key(|(index, _)| *index);
         failures.into_iter().map(|(_, failure)| failure).collect()
+    }
+
+    /// Appends a batch's archive lines in one call, after its routing; a
+    /// record whose line the archive did not take is reported failed (unless
+    /// it failed already), so the queue gives it back and it is archived on
+    /// the retry. Its routing is not held up meanwhile: the destinations
+    /// reached skip it as a duplicate then.
+    async fn archive_all(
+        &self,
+        to_archive: Vec<(usize, String, Result<Vec<u8>, ArchiveError>)>,
+        failures: &mut Vec<(usize, Failure)>,
+    ) {
+        let Some(archive) = &self.archive else { return };
+        let (mut lines, mut owners) = (Vec::with_capacity(to_archive.len()), Vec::with_capacity(to_archive.len()));
+        let mut not_archived = Vec::new();
+        for (index, id, line) in to_archive {
+            match line {
+                Ok(line) => {
+                    lines.push(line);
+                    owners.push((index, id));
+                }
+                Err(err) => not_archived.push((index, id, err)),
+            }
+        }
+        if !lines.is_empty() {
+            let results = archive.append(&lines).await;
+            for ((index, id), result) in owners.into_iter().zip(results) {
+                if let Err(err) = result {
+                    not_archived.push((index, id, err));
+                }
+            }
+        }
+        for (index, id, err) in not_archived {
+            error!(
+                outcome = Outcome::NotArchived.as_str(),
+                message_id = %id,
+                error = %err,
+                "webhook not archived; will be retried"
+            );
+            if !failures.iter().any(|(failed, _)| *failed == index) {
+                failures.push((index, Failure { id, reason: RecordError::NotArchived(err).to_string() }));
+            }
+        }
     }
 
     /// A record as its lane needs it: its claim-checked payload fetched, its
     /// event type and resource read.
     async fn read(&self, index: usize, record: Record) -> Ready {
-        let Record { id, message, claim_check } = record;
+        let Record { id, message, claim_check, received } = record;
         let holds_payload = claim_check.is_some();
-        let message = match (message, claim_check) {
+        let message = match (message, &claim_check) {
             (Ok(envelope), Some(reference)) => {
-                claim_check::resolve(self.payloads.as_deref(), envelope, Some(&reference))
+                claim_check::resolve(self.payloads.as_deref(), envelope, Some(reference))
                     .await
                     .map_err(|err| DecodeError::PayloadUnavailable(err.to_string()))
             }
@@ -260,13 +353,68 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             let probe = probe(&envelope.source, &envelope.body);
             (envelope, probe)
         });
-        Ready { index, id, message, holds_payload }
+        let archive_line = match (&self.archive, &message) {
+            (Some(archive), Ok((envelope, probe))) => {
+                let received = received.unwrap_or_else(|| {
+                    DateTime::from_timestamp_millis(self.clock.now_unix_millis()).unwrap_or_default()
+                });
+                Some(self.archive_line(archive.as_ref(), envelope, probe, received, claim_check.as_deref()).await)
+            }
+            _ => None,
+        };
+        Ready { index, id, message, holds_payload, archive_line }
+    }
+
+    /// A record's archive line: the body in it, unless the line would be
+    /// over the archive's limit; then the body is kept by reference, where
+    /// it already is if it came by claim check, else in the payload store.
+    async fn archive_line(
+        &self,
+        archive: &dyn Archive,
+        envelope: &Envelope,
+        probe: &Probe,
+        received: DateTime<Utc>,
+        claim_check: Option<&str>,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let bytes = envelope.body.len() as u64;
+        let limit = archive.max_line_bytes().unwrap_or(usize::MAX);
+        let mut record = ArchiveRecord {
+            id: envelope.id.clone(),
+            source: envelope.source.clone(),
+            timestamp: envelope.timestamp,
+            event_type: probe.event_type.clone(),
+            received,
+            resource_id: probe.resource_id.clone(),
+            body: match claim_check {
+                // The line is longer than the body: no need to write it out to know.
+                Some(reference) if envelope.body.len() > limit => {
+                    ArchivedBody::ClaimCheck { claim_check: reference.to_owned(), bytes }
+                }
+                _ => ArchivedBody::inline(&envelope.body),
+            },
+        };
+        let line = record.to_line();
+        if line.len() <= limit {
+            return Ok(line);
+        }
+        let reference = match claim_check {
+            Some(reference) => reference.to_owned(),
+            None => {
+                let store = self.payloads.as_deref().ok_or(ArchiveError::TooLarge(line.len()))?;
+                store
+                    .put(&claim_check::key_for(envelope), &envelope.body)
+                    .await
+                    .map_err(|err| ArchiveError::Unavailable(err.to_string()))?
+            }
+        };
+        record.body = ArchivedBody::ClaimCheck { claim_check: reference, bytes };
+        Ok(record.to_line())
     }
 
     /// Routes a lane's next record; says which lane, which record, whether
     /// it failed, and whether it held a claim-checked payload.
     async fn route_in_lane(&self, lane: usize, ready: Ready) -> (usize, usize, Option<Failure>, bool) {
-        let Ready { index, id, message, holds_payload } = ready;
+        let Ready { index, id, message, holds_payload, .. } = ready;
         (lane, index, self.route_logged(id, message).await, holds_payload)
     }
 
@@ -327,7 +475,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         };
         let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
         for destination in &route.destinations {
-            let key = idempotency_key(envelope, destination);
+            let key = idempotency_key(&self.key_scope, envelope, destination);
             let lease = match self.seen.claim(&key).await? {
                 Claim::AlreadyDelivered => {
                     warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
@@ -373,6 +521,8 @@ struct Ready {
     message: Result<(Envelope, Probe), DecodeError>,
     /// Whether it counts against [`PAYLOADS_AT_ONCE`] until routed.
     holds_payload: bool,
+    /// Its archive line, when the router archives: taken when it is read.
+    archive_line: Option<Result<Vec<u8>, ArchiveError>>,
 }
 
 /// The records about one resource (or one record about none), in batch order.
@@ -447,8 +597,8 @@ impl<D, S: SeenStore> Router<D, S> {
     }
 }
 
-fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
-    format!("{}/{}/{destination}", envelope.source, envelope.id)
+fn idempotency_key(scope: &str, envelope: &Envelope, destination: &Destination) -> String {
+    format!("{scope}{}/{}/{destination}", envelope.source, envelope.id)
 }
 
 #[cfg(test)]
@@ -500,7 +650,7 @@ mod tests {
     }
 
     fn record(id: &str, body: &str) -> Record {
-        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)), claim_check: None }
+        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)), claim_check: None, received: None }
     }
 
     #[tokio::test]
@@ -737,7 +887,7 @@ mod tests {
         payloads.bodies.lock().unwrap().insert(id.to_owned(), Bytes::copy_from_slice(body.as_bytes()));
         let mut envelope = envelope(id, "");
         envelope.body = Bytes::new();
-        Record { id: format!("sqs-{id}"), message: Ok(envelope), claim_check: Some(format!("mem://{id}")) }
+        Record { id: format!("sqs-{id}"), message: Ok(envelope), claim_check: Some(format!("mem://{id}")), received: None }
     }
 
     fn claim_checking_router(payloads: &Arc<Payloads>) -> Router<Counted, InMemorySeen> {
@@ -807,6 +957,7 @@ mod tests {
                     id: "sqs-poison".into(),
                     message: Err(DecodeError::MissingAttribute("webhook-id")),
                     claim_check: None,
+                    received: None,
                 },
                 record("b", r#"{"eventType":"connection.created"}"#),
             ])
