@@ -3,6 +3,7 @@
 
 pub mod lambda_events;
 pub mod redrive;
+pub mod replay;
 
 use crate::adapters::archive::dir::ArchiveDir;
 use crate::adapters::aws::{self, ErrorChain};
@@ -93,6 +94,8 @@ enum Command {
     Secret,
     /// Move a dead-letter queue's messages back to their source queue (SQS message-move task, or --copy).
     Redrive(redrive::Args),
+    /// Re-deliver a window of the archive to a route or a destination, once per replay id.
+    Replay(Box<replay::Args>),
 }
 
 /// Every variable `serve` reads, for `serve --help`: a newcomer configures
@@ -187,6 +190,7 @@ impl Cli {
             }
             Command::Secret => new_secret().map(|secret| println!("{secret}")),
             Command::Redrive(args) => redrive::run(args).await,
+            Command::Replay(args) => replay::run(*args).await,
         };
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
@@ -226,10 +230,15 @@ async fn serve(
     };
     let queue_url = env(config::QUEUE_URL).filter(|u| !u.is_empty());
     let data_dir = data_dir.unwrap_or_else(|| config::local_data_dir(env));
-    let archive_dir = archive_dir.or_else(|| env(config::ARCHIVE_DIR).filter(|d| !d.trim().is_empty()).map(PathBuf::from));
+    let archive_dir =
+        archive_dir.or_else(|| env(config::ARCHIVE_DIR).filter(|d| !d.trim().is_empty()).map(PathBuf::from));
     let archive = match &archive_dir {
         Some(dir) => Some(Arc::new(ArchiveDir::open(dir).map_err(|e| {
-            format!("archive directory {}: {e} (--archive-dir or {} must be a directory you can write)", dir.display(), config::ARCHIVE_DIR)
+            format!(
+                "archive directory {}: {e} (--archive-dir or {} must be a directory you can write)",
+                dir.display(),
+                config::ARCHIVE_DIR
+            )
         })?) as Arc<dyn Archive>),
         None => None,
     };

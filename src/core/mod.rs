@@ -6,6 +6,7 @@
 //! - [`envelope`]: the queued message's format.
 //! - [`claim_check`]: payloads too large for the queue, stored by reference.
 //! - [`archive`]: every verified webhook kept, for replay and drift reports.
+//! - [`replay`]: which archived webhooks a replay takes, and how far it got.
 //! - [`events`]: Nectar event types and typed models.
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
@@ -24,6 +25,7 @@ pub mod handlers;
 pub mod ingest;
 pub mod outcome;
 pub mod queue;
+pub mod replay;
 pub mod router;
 pub mod routing;
 pub mod sources;

@@ -13,13 +13,13 @@ use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope, received_at
 use crate::core::events::{Probe, probe};
 use crate::core::outcome::Outcome;
 use crate::core::routing::{Destination, RouteTable};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use chrono::{DateTime, Utc};
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -887,7 +887,12 @@ mod tests {
         payloads.bodies.lock().unwrap().insert(id.to_owned(), Bytes::copy_from_slice(body.as_bytes()));
         let mut envelope = envelope(id, "");
         envelope.body = Bytes::new();
-        Record { id: format!("sqs-{id}"), message: Ok(envelope), claim_check: Some(format!("mem://{id}")), received: None }
+        Record {
+            id: format!("sqs-{id}"),
+            message: Ok(envelope),
+            claim_check: Some(format!("mem://{id}")),
+            received: None,
+        }
     }
 
     fn claim_checking_router(payloads: &Arc<Payloads>) -> Router<Counted, InMemorySeen> {
@@ -999,5 +1004,77 @@ mod tests {
 
         let sample = at_age(RouteTable::parse("*=stdout").unwrap(), Recorder::default(), seen(), days(400));
         assert!(sample.without_age_limit().route_batch(vec![record("a", body)]).await.is_empty(), "local invocation");
+    }
+
+    /// Keeps lines up to `limit` bytes; refuses every append while `down`.
+    #[derive(Default)]
+    struct Lines {
+        limit: Option<usize>,
+        down: std::sync::atomic::AtomicBool,
+        lines: Mutex<Vec<ArchiveRecord>>,
+    }
+
+    impl Archive for Lines {
+        fn max_line_bytes(&self) -> Option<usize> {
+            self.limit
+        }
+
+        fn append<'a>(
+            &'a self,
+            lines: &'a [Vec<u8>],
+        ) -> crate::core::archive::ArchiveFuture<'a, Vec<Result<(), ArchiveError>>> {
+            Box::pin(async move {
+                if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return lines.iter().map(|_| Err(ArchiveError::Unavailable("down".into()))).collect();
+                }
+                for line in lines {
+                    assert!(self.limit.is_none_or(|limit| line.len() <= limit));
+                    self.lines.lock().unwrap().push(ArchiveRecord::from_line(line).unwrap());
+                }
+                lines.iter().map(|_| Ok(())).collect()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_record_read_is_archived_large_bodies_by_reference_and_failures_are_retried() {
+        let payloads = Arc::new(Payloads::default());
+        let archive = Arc::new(Lines { limit: Some(400), ..Lines::default() });
+        let router = claim_checking_router(&payloads).with_archive(Arc::clone(&archive) as Arc<dyn Archive>);
+        let small = r#"{"eventType":"document.created.v2","id":"doc-1"}"#;
+        let large = format!(r#"{{"eventType":"document.updated.v2","id":"doc-2","note":"{}"}}"#, "x".repeat(400));
+        let checked = format!(r#"{{"eventType":"document.deleted.v2","id":"doc-3","note":"{}"}}"#, "y".repeat(400));
+        let mut unmatched = record("d", r#"{"eventType":"nector.order.created"}"#);
+        unmatched.received = DateTime::from_timestamp_millis(1_700_000_000_123);
+        let batch = vec![record("a", small), record("b", &large), claim_checked(&payloads, "c", &checked), unmatched];
+        let failed = router.route_batch(batch).await;
+        assert_eq!(ids(&failed), ["sqs-d"], "no route, but archived all the same");
+        let lines = archive.lines.lock().unwrap().clone();
+        let by_id = |id: &str| lines.iter().find(|r| r.id == id).unwrap().clone();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(by_id("a").body.bytes().unwrap().unwrap(), small.as_bytes());
+        assert_eq!(by_id("a").event_type, "document.created.v2");
+        assert_eq!(by_id("a").resource_id.as_deref(), Some("doc-1"));
+        let stored =
+            ArchivedBody::ClaimCheck { claim_check: "mem://payloads/nectar/b".into(), bytes: large.len() as u64 };
+        assert_eq!(by_id("b").body, stored, "over the limit: kept in the payload store");
+        assert_eq!(
+            by_id("c").body,
+            ArchivedBody::ClaimCheck { claim_check: "mem://c".into(), bytes: checked.len() as u64 }
+        );
+        assert_eq!(by_id("d").received.timestamp_millis(), 1_700_000_000_123);
+
+        archive.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = router.route_batch(vec![record("e", small)]).await;
+        assert_eq!(ids(&failed), ["sqs-e"]);
+        assert!(failed[0].reason.contains("archive: down"), "{}", failed[0].reason);
+        archive.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(router.route_batch(vec![record("e", small)]).await.is_empty());
+        assert_eq!(
+            *payloads.delivered.lock().unwrap(),
+            4,
+            "a, b, c and e once each: e's retry skipped its destination"
+        );
+        assert_eq!(archive.lines.lock().unwrap().len(), 5);
     }
 }

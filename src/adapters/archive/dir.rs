@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct ArchiveDir {
     root: PathBuf,
     /// The file of the current hour, opened on the first append in it.
-    current: Arc<Mutex<Option<(DateTime<Utc>, File)>>>,
+    current: Arc<Mutex<Option<HourFile>>>,
     /// Names this process's files apart from another's in the same hour.
     file_name: String,
 }
@@ -60,6 +60,9 @@ impl ArchiveDir {
         file.sync_data()
     }
 }
+
+/// The file this process appends to in one hour's partition.
+type HourFile = (DateTime<Utc>, File);
 
 /// A file the directory's owner could write, to check it can at start.
 fn tempfile_in(root: &Path) -> std::io::Result<PathBuf> {

@@ -33,7 +33,8 @@ impl FirehoseArchive {
             .iter()
             .map(|line| Record::builder().data(Blob::new(line.clone())).build().expect("data is set"))
             .collect();
-        let output = self.client.put_record_batch().delivery_stream_name(&self.stream).set_records(Some(records)).send().await;
+        let output =
+            self.client.put_record_batch().delivery_stream_name(&self.stream).set_records(Some(records)).send().await;
         match output {
             Err(err) => {
                 let cause = format!("PutRecordBatch: {}", ErrorChain(&err));

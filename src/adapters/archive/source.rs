@@ -135,21 +135,21 @@ impl ArchiveSource {
 
     /// An object's lines, uncompressed.
     async fn fetch(&self, object: &str) -> Result<Vec<u8>, ArchiveError> {
-        let bytes = match self {
-            Self::S3 { client, bucket, .. } => {
-                let output = client.get_object().bucket(bucket).key(object).send().await.map_err(|err| {
-                    ArchiveError::Unavailable(format!("GetObject s3://{bucket}/{object}: {}", ErrorChain(&err)))
-                })?;
-                let body = output
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|err| ArchiveError::Unavailable(format!("reading s3://{bucket}/{object}: {err}")))?;
-                body.to_vec()
-            }
-            Self::Dir(_) => std::fs::read(object)
-                .map_err(|err| ArchiveError::Unavailable(format!("reading {object}: {err}")))?,
-        };
+        let bytes =
+            match self {
+                Self::S3 { client, bucket, .. } => {
+                    let output = client.get_object().bucket(bucket).key(object).send().await.map_err(|err| {
+                        ArchiveError::Unavailable(format!("GetObject s3://{bucket}/{object}: {}", ErrorChain(&err)))
+                    })?;
+                    let body =
+                        output.body.collect().await.map_err(|err| {
+                            ArchiveError::Unavailable(format!("reading s3://{bucket}/{object}: {err}"))
+                        })?;
+                    body.to_vec()
+                }
+                Self::Dir(_) => std::fs::read(object)
+                    .map_err(|err| ArchiveError::Unavailable(format!("reading {object}: {err}")))?,
+            };
         if bytes.starts_with(&[0x1f, 0x8b]) {
             let mut plain = Vec::new();
             flate2::read::MultiGzDecoder::new(&bytes[..])
@@ -204,8 +204,11 @@ mod tests {
         let hour = root.join(partition_path(at(0)));
         std::fs::create_dir_all(&hour).unwrap();
         let lines = |records: &[ArchiveRecord]| records.iter().flat_map(ArchiveRecord::to_line).collect::<Vec<u8>>();
-        std::fs::write(hour.join("a.jsonl"), [lines(&[record("b", at(20)), record("a", at(10))]), b"junk\n".to_vec()].concat())
-            .unwrap();
+        std::fs::write(
+            hour.join("a.jsonl"),
+            [lines(&[record("b", at(20)), record("a", at(10))]), b"junk\n".to_vec()].concat(),
+        )
+        .unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&lines(&[record("a", at(10)), record("c", at(40))])).unwrap();
         std::fs::write(hour.join("b.gz"), gz.finish().unwrap()).unwrap();

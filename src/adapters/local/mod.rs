@@ -13,11 +13,11 @@ pub mod sqs_poller;
 use crate::adapters::destinations::Destinations;
 use crate::adapters::sqs::SqsQueue;
 use crate::config::{self, IngestConfig};
+use crate::core::archive::Archive;
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::SystemClock;
 use crate::core::dedup::{DEFAULT_TTL, InMemorySeen, SeenStore};
 use crate::core::ingest::Ingest;
-use crate::core::archive::Archive;
 use crate::core::router::{Deliver, Router};
 use crate::core::routing::{Destination, RouteTable};
 use durable_queue::DurableStore;
@@ -132,7 +132,8 @@ pub async fn run_with_payloads(
                     "local queue store opened"
                 );
                 let ready = health::ready_check(Some(store.clone()), &config.routes);
-                let router = Arc::new(archiving(Router::new(config.routes, destinations, store.clone()), config.archive));
+                let router =
+                    Arc::new(archiving(Router::new(config.routes, destinations, store.clone()), config.archive));
                 let worker =
                     tokio::spawn(durable_queue::work(store.clone(), router, Arc::clone(&payloads), stopping.clone()));
                 let ingest = Ingest::new(sources, store, limits, Arc::new(SystemClock)).with_payload_store(payloads);
