@@ -43,6 +43,7 @@ fn blocks(document: &str) -> Vec<(String, Vec<String>)> {
     let mut blocks = Vec::new();
     let mut current: Option<(String, Vec<String>)> = None;
     let mut pending = String::new();
+    let mut continued = false;
     for (number, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if let Some(language) = trimmed.strip_prefix("```") {
@@ -57,13 +58,14 @@ fn blocks(document: &str) -> Vec<(String, Vec<String>)> {
         if place.is_empty() || (pending.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#'))) {
             continue;
         }
-        if !pending.is_empty() {
+        if !pending.is_empty() && !continued {
             pending.push('\n');
         }
         pending.push_str(trimmed);
         let open_quote = ends_inside_single_quotes(&pending);
+        continued = pending.ends_with('\\');
         if let Some(joined) = pending.strip_suffix('\\') {
-            pending = joined.to_owned();
+            pending = format!("{joined} ");
         } else if !open_quote {
             commands.push(std::mem::take(&mut pending));
         }
