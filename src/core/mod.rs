@@ -6,6 +6,7 @@
 //! - [`envelope`]: the queued message's format.
 //! - [`claim_check`]: payloads too large for the queue, stored by reference.
 //! - [`events`]: Nectar event types and typed models.
+//! - [`drift`]: where payloads and the typed models part ways (schema drift).
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
 //! - [`handlers`]: typed handlers written in Rust, the extension point.
@@ -16,6 +17,7 @@
 pub mod claim_check;
 pub mod clock;
 pub mod dedup;
+pub mod drift;
 pub mod envelope;
 pub mod events;
 pub mod handlers;
