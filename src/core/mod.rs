@@ -8,6 +8,7 @@
 //! - [`archive`]: every verified webhook kept, for replay and drift reports.
 //! - [`replay`]: which archived webhooks a replay takes, and how far it got.
 //! - [`events`]: Nectar event types and typed models.
+//! - [`drift`]: where payloads and the typed models part ways (schema drift).
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
 //! - [`handlers`]: typed handlers written in Rust, the extension point.
@@ -19,6 +20,7 @@ pub mod archive;
 pub mod claim_check;
 pub mod clock;
 pub mod dedup;
+pub mod drift;
 pub mod envelope;
 pub mod events;
 pub mod handlers;

@@ -5,9 +5,13 @@
 //! (v2 documents send the id), decimals keep their exact text, dates parse
 //! with or without fractional seconds, and top-level fields this model does
 //! not know are kept in `extra`.
+//!
+//! The types also derive `JsonSchema`, from the same serde attributes: the
+//! paths schema-drift reports hold payloads to ([`crate::core::drift`]).
 
 use super::introspect::field_names;
 use super::values::{Date, Decimal, Timestamp};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -145,8 +149,14 @@ fn id_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D:
     Ok(values.into_iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect())
 }
 
+/// What [`id_list`] is for, as the schema says it: ids as strings or numbers.
+/// (The parser keeps any value's text, as it does for [`Decimal`].)
+fn id_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"type": ["string", "number"]}})
+}
+
 /// The company a connection or document belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum CompanyRef {
     Object(Company),
@@ -163,7 +173,7 @@ impl CompanyRef {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Company {
     pub id: Option<String>,
@@ -172,20 +182,20 @@ pub struct Company {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 pub struct Site {
     pub id: Option<String>,
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 pub struct Datasource {
     pub name: Option<String>,
     pub url: Option<String>,
 }
 
 /// A utility account of a connection (v1 and v2 fields).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
     pub id: Option<String>,
@@ -205,10 +215,11 @@ pub struct Account {
 }
 
 /// Accounts tracked at a site.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SiteRelation {
     #[serde(default, deserialize_with = "id_list")]
+    #[schemars(schema_with = "id_list_schema")]
     pub account_ids: Vec<String>,
     #[serde(default, deserialize_with = "list")]
     pub datasource_types: Vec<String>,
@@ -216,7 +227,7 @@ pub struct SiteRelation {
 }
 
 /// A connection to a utility provider: `connection.*` events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Connection {
     pub id: Option<String>,
@@ -251,15 +262,17 @@ impl WithExtra for Connection {
 }
 
 /// One charge line of a bill.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LineItem {
     pub description: Option<String>,
     pub charge_type: Option<String>,
     pub billing_period: Option<String>,
     #[serde(default, deserialize_with = "id_list")]
+    #[schemars(schema_with = "id_list_schema")]
     pub account_ids: Vec<String>,
     #[serde(default, deserialize_with = "id_list")]
+    #[schemars(schema_with = "id_list_schema")]
     pub meter_ids: Vec<String>,
     pub quantity: Option<Decimal>,
     pub quantity_units: Option<String>,
@@ -272,7 +285,7 @@ pub struct LineItem {
 }
 
 /// One meter's usage on a bill (`usageData` in v2, `meterSiteUsageData` in v1).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub id: Option<String>,
@@ -293,7 +306,7 @@ pub struct Usage {
 }
 
 /// A utility bill: `document.*` events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Document {
     pub id: Option<String>,
@@ -392,6 +405,30 @@ mod tests {
         assert_eq!(connection.old.unwrap()["status"], "PENDING");
         assert_eq!(connection.sites_relations[0].account_ids, ["1", "2"]);
         assert!(connection.accounts.is_empty());
+    }
+
+    /// Drift reports read the model through its JSON Schema: each struct's
+    /// schema names exactly the fields serde reads.
+    #[test]
+    fn each_struct_s_schema_names_the_fields_serde_reads() {
+        fn same_fields<T: for<'de> Deserialize<'de> + JsonSchema>() {
+            let schema = schemars::schema_for!(T);
+            let properties = schema.as_value()["properties"].as_object().unwrap();
+            let mut in_schema: Vec<&str> = properties.keys().map(String::as_str).collect();
+            let mut read = field_names::<T>().to_vec();
+            in_schema.sort_unstable();
+            read.sort_unstable();
+            assert_eq!(in_schema, read, "{}", std::any::type_name::<T>());
+        }
+        same_fields::<Connection>();
+        same_fields::<Account>();
+        same_fields::<SiteRelation>();
+        same_fields::<Company>();
+        same_fields::<Site>();
+        same_fields::<Datasource>();
+        same_fields::<Document>();
+        same_fields::<LineItem>();
+        same_fields::<Usage>();
     }
 
     #[test]

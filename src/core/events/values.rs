@@ -6,8 +6,10 @@
 //! demand.
 
 use chrono::{NaiveDate, NaiveDateTime};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::str::FromStr;
 
 /// A decimal as written in the payload: a JSON number or a string.
@@ -39,8 +41,25 @@ impl<'de> Deserialize<'de> for Decimal {
     }
 }
 
+/// What Nectar sends: a number or a string. The parser is more lenient
+/// (it keeps any value's text, and `value()` says whether it is a number), so
+/// a drift report still flags, say, an amount that became an object.
+impl JsonSchema for Decimal {
+    fn schema_name() -> Cow<'static, str> {
+        "Decimal".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["string", "number"]})
+    }
+}
+
 /// A date-time without zone, as Nectar sends them (`2024-09-06T00:15:43.073014`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Timestamp(String);
 
@@ -59,7 +78,7 @@ impl Timestamp {
 }
 
 /// A calendar date (`2025-05-10`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Date(String);
 
