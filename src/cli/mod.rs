@@ -1,6 +1,7 @@
 //! The `nectar-webhooks` command: local mode, and tools to sign and send
 //! webhooks the way Svix does.
 
+pub mod drift;
 pub mod lambda_events;
 pub mod redrive;
 pub mod replay;
@@ -96,6 +97,8 @@ enum Command {
     Redrive(redrive::Args),
     /// Re-deliver a window of the archive to a route or a destination, once per replay id.
     Replay(Box<replay::Args>),
+    /// Compare the archive's payloads with the typed models; exit 1 on unknown, missing or retyped fields.
+    Drift(drift::Args),
 }
 
 /// Every variable `serve` reads, for `serve --help`: a newcomer configures
@@ -179,6 +182,7 @@ impl SecretArgs {
 impl Cli {
     pub async fn run(self) -> ExitCode {
         let outcome = match self.command {
+            Command::Drift(args) => return drift::run(args).await,
             Command::Serve { addr, routes, data_dir, archive_dir } => serve(&addr, routes, data_dir, archive_dir).await,
             Command::Send { url, secret, id, files } => match secret.read() {
                 Ok(secret) => send(&url, &secret, id.as_deref(), &files).await,

@@ -279,26 +279,26 @@ fn record_for(record: &ArchiveRecord) -> Record {
 }
 
 /// A record's body, fetched if it was archived by reference.
-async fn body_of(record: &ArchiveRecord, payloads: &References) -> Result<Bytes, String> {
+pub(super) async fn body_of(record: &ArchiveRecord, payloads: &References) -> Result<Bytes, String> {
     match &record.body {
         ArchivedBody::ClaimCheck { claim_check, .. } => payloads.get(claim_check).await.map_err(|e| e.to_string()),
         inline => inline.bytes().map(Option::unwrap_or_default).map_err(|e| e.to_string()),
     }
 }
 
-fn is_s3_reference(body: &ArchivedBody) -> bool {
+pub(super) fn is_s3_reference(body: &ArchivedBody) -> bool {
     matches!(body, ArchivedBody::ClaimCheck { claim_check, .. } if claim_check.starts_with("s3://"))
 }
 
 /// Fetches payloads by their reference, wherever it points: S3
 /// (`s3://BUCKET/KEY`, the deployed bucket) or a file (`file://PATH`, local
-/// mode's payload directory). Replay only reads them.
-struct References {
+/// mode's payload directory). Replay and drift only read them.
+pub(super) struct References {
     s3: Option<S3PayloadStore>,
 }
 
 impl References {
-    fn new(s3: Option<aws_sdk_s3::Client>) -> Self {
+    pub(super) fn new(s3: Option<aws_sdk_s3::Client>) -> Self {
         Self { s3: s3.map(|client| S3PayloadStore::new(client, "")) }
     }
 }

@@ -282,6 +282,17 @@ pub struct LineItem {
     pub multipliers: Vec<Decimal>,
     pub electricity_is_demand: Option<bool>,
     pub electricity_time_of_use: Option<String>,
+    /// v1 only, as are the rest of this struct's fields below.
+    pub electricity_charge_type: Option<String>,
+    pub gas_charge_type: Option<String>,
+}
+
+/// A name and value identifying a meter (v1 `meterSiteUsageData[].identifiers`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Identifier {
+    pub name: Option<String>,
+    pub value: Option<String>,
 }
 
 /// One meter's usage on a bill (`usageData` in v2, `meterSiteUsageData` in v1).
@@ -303,6 +314,40 @@ pub struct Usage {
     pub is_estimated: Option<bool>,
     pub tariff: Option<String>,
     pub supplier_name: Option<String>,
+    /// The fields below are v1's (`meterSiteUsageData`), as Nectar's catalog
+    /// documents them.
+    pub account_id: Option<String>,
+    pub account_is_tracked: Option<bool>,
+    /// Customer-defined fields, any shape.
+    pub additional_fields: Option<Map<String, Value>>,
+    pub audit_trail_url: Option<String>,
+    pub created: Option<Timestamp>,
+    pub updated: Option<Timestamp>,
+    pub processed_date: Option<Timestamp>,
+    pub custom_container_name: Option<String>,
+    pub custom_container_size: Option<Decimal>,
+    pub custom_container_units: Option<String>,
+    pub custom_container_usage: Option<Decimal>,
+    pub days_in_range: Option<Decimal>,
+    pub document_date: Option<Date>,
+    pub document_id: Option<String>,
+    pub document_notes: Option<String>,
+    pub document_source_type: Option<String>,
+    pub exclusion: Option<bool>,
+    pub icp: Option<String>,
+    #[serde(default, deserialize_with = "list")]
+    pub identifiers: Vec<Identifier>,
+    pub is_flagged: Option<bool>,
+    pub is_implied: Option<bool>,
+    pub pod_id: Option<String>,
+    pub shop_number: Option<String>,
+    pub site_address: Option<String>,
+    pub site_external_id: Option<String>,
+    pub site_name: Option<String>,
+    pub submeter_id: Option<String>,
+    pub total_document_charges: Option<Decimal>,
+    pub total_document_charges_units: Option<String>,
+    pub utility_company: Option<String>,
 }
 
 /// A utility bill: `document.*` events.
@@ -338,6 +383,15 @@ pub struct Document {
     pub interest_charges: Option<Decimal>,
     pub current_open_balance: Option<Decimal>,
     pub previous_close_balance: Option<Decimal>,
+    /// v1 only: charges broken down by commodity, and after previous balances.
+    pub electricity_delivery_charges: Option<Decimal>,
+    pub electricity_demand_charges: Option<Decimal>,
+    pub electricity_supply_charges: Option<Decimal>,
+    pub gas_delivery_charges: Option<Decimal>,
+    pub gas_supply_charges: Option<Decimal>,
+    pub after_previous_charges: Option<Decimal>,
+    pub after_previous_credits: Option<Decimal>,
+    pub after_previous_total_payment: Option<Decimal>,
     #[serde(default, deserialize_with = "list")]
     pub line_items: Vec<LineItem>,
     #[serde(default, deserialize_with = "list")]
