@@ -119,6 +119,11 @@ ITEMS = ["entry", "Lambda requests", "Lambda duration", "SQS: ingest queue", "SQ
          "SQS: destinations", "EventBridge", "DynamoDB", "logs"]
 
 
+def items_for(cost, routes, item, platform, level="info"):
+    """One item's dollars per million webhooks in one run."""
+    return per_webhook_items(run_for(cost, routes, level), "url", platform)[0].get(item, 0.0) * 1e6
+
+
 def money(usd):
     return f"${usd:,.2f}" if usd >= 0.995 or usd == 0 else f"${usd:.3f}"
 
@@ -243,6 +248,23 @@ def section(cost, before=None):
         f"$1.50: {money(url)} ({verdict(url, goal_url)}); through the HTTP API at most $2.50: {money(http)} "
         f"({verdict(http, goal_http)}).")
     out.append("")
+    items, _ = per_webhook_items(run_for(cost, "sqs", "info"), "url", platform)
+    dynamo = items.get("DynamoDB", 0) * 1e6
+    logs = items.get("logs", 0) * 1e6
+    out.append(
+        f"Where it stands: the three cuts (batched sends, one line per webhook with no platform records, no custom "
+        f"metric for what AWS counts) took {money(before_totals[('sqs', 'info')][0] - url) if before else '?'} off. "
+        f"What is left is mostly fixed: the ingest SendMessage ($0.40), the Lambda requests ($0.22) and the "
+        f"idempotency table's two conditional writes per webhook ({money(dynamo)}): the claim, before delivering, "
+        f"and the completion, after. Both are needed for once per destination without losing anything: without the "
+        f"claim two copies in flight at once are both delivered, and without the completion a copy arriving after "
+        f"the claim's lease (a Svix resend, a DLQ redrive) cannot tell a delivery that happened from one that "
+        f"crashed, so it must either deliver again or risk losing the webhook. Without the table the pipeline would "
+        f"cost {money(url - dynamo)} through a function URL; the logs are {money(logs)} at `info` and nothing at "
+        f"`warn` (`LogLevel`). The fan-out still pays two writes per destination ({money(items_for(cost, 'fanout3', 'DynamoDB', platform))} "
+        "for three): one item per webhook covering all its destinations would make that two writes in all; "
+        "not built yet.")
+    out.append("")
     out.append("### A team's month")
     out.append("")
     if before:
@@ -254,10 +276,27 @@ def section(cost, before=None):
     out.append(
         f"Goal, the {TEAM_WEBHOOKS:,}-webhook month with alarms on at most $2.00: {money(month)} ({verdict(month, 2.00)}).")
     out.append("")
+    out.append(
+        "What earns its price: every alarm watches a metric AWS publishes for free (the DLQs' visible messages, "
+        "the 5xx rate of the HTTP API and function URL, the router's `Errors`, the ingest queue's oldest message), "
+        "and each guards a promise (nothing lost, answers in time, nothing stuck); the 5xx rate alarm is half "
+        "their price, four metrics in one expression, because it reads both entry points. Custom metrics are "
+        "kept for what AWS cannot see: a refused signature (`Rejected`), a failed enqueue, a failed delivery, a "
+        "dead letter, a duplicate skipped; each is billed only in a month it happened. Counts of what went right "
+        "are AWS's own (`Invocations`, `NumberOfMessagesSent`), and the detail by event type and route is a Logs "
+        "Insights query over the `routed` lines (docs/operations.md). Assumed, not counted: Lambda's SQS event "
+        f"source keeps {POLLERS} long polls of {LONG_POLL_S} s going on an idle queue; the secret is read once per "
+        "cold start ($0.05 per 10,000 reads, a few cents at most); log storage is priced uncompressed, an upper "
+        "bound; the idempotency table's and the queues' storage round to nothing. The archive (Firehose) is not "
+        "in these figures.")
+    out.append("")
     b_url = before_totals[("sqs", "info")][0] if before else None
-    headline = (f"Cost, whole pipeline to one SQS queue, counted: {money(url)} per million webhooks through a function URL, "
-                f"{money(http)} through the HTTP API" + (f" (before: {money(b_url)} and {money(before_totals[('sqs', 'info')][1])})" if before else "")
-                + f"; a team's {TEAM_WEBHOOKS:,}-webhook month {money(month)} (section 6).")
+    before_figures = f" (before: {money(b_url)} and {money(before_totals[('sqs', 'info')][1])})" if before else ""
+    headline = (
+        f"Cost, the whole pipeline to one SQS queue, counted: {money(url)} per million webhooks through a function "
+        f"URL, {money(http)} through the HTTP API{before_figures} (goals $1.50 and $2.50: {verdict(url, goal_url)}, "
+        f"{verdict(http, goal_http)}); a team's {TEAM_WEBHOOKS:,}-webhook month {money(month)} with alarms "
+        f"(goal $2.00: {verdict(month, 2.00)}; section 6).")
     return "\n".join(out), headline
 
 

@@ -22,7 +22,7 @@
 mod http1;
 #[path = "../lambda_process/runtime_api.rs"]
 mod runtime_api;
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -310,7 +310,14 @@ async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value 
         let id = format!("msg_cost_{}_{n:06}", support::unique_name(routes.key()));
         let now = support::now();
         let signature = sign(SECRET, &id, now, &body).expect("a symmetric secret");
-        let signed = Signed { source: "nectar", id: &id, timestamp: now, signature: &signature, body: &body, base64_body: false };
+        let signed = Signed {
+            source: "nectar",
+            id: &id,
+            timestamp: now,
+            signature: &signature,
+            body: &body,
+            base64_body: false,
+        };
         let (answer, took) = ingest.invoke(&signed.http_v2(true));
         assert_eq!(answer["statusCode"], 202, "{answer}");
         ingest_usage.invocations += 1;
@@ -342,8 +349,12 @@ async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value 
         let (answer, took) = router.invoke(&sqs_event(&received));
         router_usage.invocations += 1;
         router_usage.wall += took;
-        let failed: Vec<&str> =
-            answer["batchItemFailures"].as_array().into_iter().flatten().filter_map(|f| f["itemIdentifier"].as_str()).collect();
+        let failed: Vec<&str> = answer["batchItemFailures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["itemIdentifier"].as_str())
+            .collect();
         assert!(failed.is_empty(), "{} records failed: {answer}", failed.len());
         let mut delete = source.delete_message_batch().queue_url(&ingest_queue);
         for (n, message) in received.iter().enumerate() {
@@ -429,7 +440,8 @@ fn main() {
     let dir = std::env::var_os("BENCH_BINARIES").map_or_else(|| root.join("target/release"), PathBuf::from);
     let out = std::env::var_os("BENCH_DIR").map_or_else(|| root.join("target/bench"), PathBuf::from);
     let webhooks = std::env::var("COST_WEBHOOKS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
     let mut runs = Vec::new();
     for routes in Routes::ALL {
         for level in ["info", "warn"] {
