@@ -45,6 +45,12 @@ pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
 pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
 /// The S3 bucket for payloads too large for a queue message (claim checks).
 pub const CLAIM_CHECK_BUCKET: &str = "CLAIM_CHECK_BUCKET";
+/// The router's archive: the Amazon Data Firehose stream every verified
+/// webhook is written to (unset: no archive).
+pub const ARCHIVE_STREAM: &str = "ARCHIVE_STREAM";
+/// Local mode's archive: the directory every verified webhook is written to
+/// (`serve --archive-dir`; unset: no archive).
+pub const ARCHIVE_DIR: &str = "ARCHIVE_DIR";
 /// What a synchronous Lambda invocation carries at most: the whole event,
 /// in which the body is JSON-escaped (or base64-encoded), not the body alone.
 pub const LAMBDA_EVENT_LIMIT: usize = 6_291_456;
@@ -164,6 +170,8 @@ pub struct RouterConfig {
     pub dead_letter_queue_url: Option<String>,
     pub max_receive_count: u32,
     pub claim_check_bucket: Option<String>,
+    /// Where every webhook read is archived ([`ARCHIVE_STREAM`]).
+    pub archive_stream: Option<String>,
     /// Copies to SQS destinations over this size are claim-checked too.
     pub max_queue_message_bytes: usize,
     /// Invoked locally (`AWS_SAM_LOCAL=true`, set by `sam local` and in
@@ -185,6 +193,7 @@ impl RouterConfig {
             dead_letter_queue_url: present(DEAD_LETTER_QUEUE_URL),
             max_receive_count: number(&lookup, MAX_RECEIVE_COUNT, 5)?,
             claim_check_bucket: present(CLAIM_CHECK_BUCKET),
+            archive_stream: present(ARCHIVE_STREAM),
             max_queue_message_bytes: number(
                 &lookup,
                 MAX_QUEUE_MESSAGE_BYTES,

@@ -24,6 +24,7 @@ const SKIPPED: &[(&str, &str)] = &[
     ("id=$(aws ", "needs a deployed stack"),
     ("sleep 5; aws ", "needs a deployed stack"),
     ("nectar-webhooks redrive --dlq \"$DLQ\"", "needs a deployed stack's dead-letter queue"),
+    ("nectar-webhooks replay --from s3://", "needs a deployed stack's archive"),
     ("sam ", "needs Docker"),
     ("cargo lambda ", "needs cargo-lambda and its emulator"),
     (".venv/bin/moto_server ", "starts a server in the background; tests/support runs moto"),

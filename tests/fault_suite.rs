@@ -104,6 +104,7 @@ async fn serve_through(proxy: &FaultyProxy, out: &Path) -> String {
         routes: RouteTable::parse(&format!("*=file:{}", out.display())).unwrap(),
         queue_url: Some(queue),
         data_dir: std::path::PathBuf::new(),
+        archive: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/nectar", listener.local_addr().unwrap());

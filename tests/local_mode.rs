@@ -74,7 +74,7 @@ async fn start_with(
     })
     .unwrap();
     let data_dir = std::env::temp_dir().join(unique_name("local-data"));
-    let config = LocalConfig { ingest, routes: RouteTable::parse(routes).unwrap(), queue_url, data_dir };
+    let config = LocalConfig { ingest, routes: RouteTable::parse(routes).unwrap(), queue_url, data_dir, archive: None };
     let client = config.needs_sqs().then(sqs_client);
     let destinations = client.clone().map_or_else(Destinations::default, |c| Destinations::default().with_sqs(c));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -66,6 +66,14 @@ RESERVED_CONCURRENCY_PARAMETER = "IngestReservedConcurrency"
 HTTP_API_MAX_RATE = 10_000
 HTTP_API_MAX_BURST = 5_000
 EXISTING_SECRET_PARAMETER = "ExistingSecretArn"
+ARCHIVE_PARAMETER = "Archive"
+ARCHIVE_RETENTION_PARAMETER = "ArchiveRetentionDays"
+# src/core/archive.rs: partition_path, and ArchiveRecord's keys as the JSON SerDe reads them (lower case).
+ARCHIVE_PREFIX = "archive/dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
+ARCHIVE_FIELDS = ["id", "source", "timestamp", "eventtype", "received", "resourceid", "body", "bodybase64",
+                  "claimcheck", "bytes"]
+# Firehose buffers at most 900 s; replay's --lag-hours covers what is later.
+FIREHOSE_MAX_BUFFER_S = 900
 # A value for ExistingSecretArn, to check the template with a secret it does not create.
 SOME_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nectar-AbCdEf"
 
@@ -105,6 +113,10 @@ ROUTER_RIGHTS = LOG_RIGHTS + [
     # An EventBridge route (eventbridge:NAME in ROUTES) adds
     # ("events:PutEvents", "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/NAME", ...)
 ]
+# Only with Archive=Enabled.
+ARCHIVE_RIGHTS = [
+    ("firehose:PutRecordBatch", "ArchiveStream.Arn", "src/adapters/archive/firehose.rs: every record read"),
+]
 # Only with Tracing=Active; X-Ray's write actions take no resource.
 TRACING_RIGHTS = [
     ("xray:PutTraceSegments", "*", "Tracing=Active: Lambda sends the function's trace segments"),
@@ -133,7 +145,9 @@ class Template:
         self.parameters = raw.get("Parameters", {})
         self.values = {name: p.get("Default") for name, p in self.parameters.items()}
         self.values.update(overrides or {})
-        self.resources = {name: self.resolve(r) for name, r in raw["Resources"].items()}
+        # A resource whose Condition is false does not exist.
+        self.resources = {name: self.resolve(r) for name, r in raw["Resources"].items()
+                          if "Condition" not in r or self.condition({"Condition": r["Condition"]})}
         self.globals = self.resolve(raw.get("Globals", {}))
 
     def condition(self, node):
@@ -336,6 +350,7 @@ def parameter_sets():
         QUEUE_TYPE_PARAMETER: parameters.get(QUEUE_TYPE_PARAMETER, {}).get("AllowedValues"),
         TRACING_PARAMETER: parameters.get(TRACING_PARAMETER, {}).get("AllowedValues"),
         EXISTING_SECRET_PARAMETER: ["", SOME_SECRET_ARN] if EXISTING_SECRET_PARAMETER in parameters else None,
+        ARCHIVE_PARAMETER: parameters.get(ARCHIVE_PARAMETER, {}).get("AllowedValues"),
     }
     choices = {name: values for name, values in choices.items() if values}
     for values in itertools.product(*choices.values()):
@@ -550,13 +565,14 @@ class TemplateInvariants(unittest.TestCase):
         policy template of its own), trusted by Lambda alone, with no managed policies, nothing
         attached from elsewhere, and inline statements that allow exactly INGEST_RIGHTS or
         ROUTER_RIGHTS (plus TRACING_RIGHTS with Tracing=Active): one right more or less fails.
-        Under every combination of IngestQueueType, Tracing and ExistingSecretArn."""
+        Under every combination of IngestQueueType, Tracing, ExistingSecretArn and Archive."""
         self.assertEqual(sorted(RIGHTS), sorted(Template(RAW).functions()),
                          "every function needs its list of rights in RIGHTS, and only functions have one")
         for overrides in parameter_sets():
             label = " ".join(f"{k}={v or '(empty)'}" for k, v in overrides.items())
             t = Template(RAW, overrides)
             tracing = overrides.get(TRACING_PARAMETER) == "Active"
+            archive = overrides.get(ARCHIVE_PARAMETER) == "Enabled"
             for function, rights in sorted(RIGHTS.items()):
                 with self.subTest(f"{function} {label}"):
                     self.assertFalse("Policies" in t.props(function),
@@ -587,7 +603,8 @@ class TemplateInvariants(unittest.TestCase):
                                                   f"{INGEST} WEBHOOK_SECRET_ARN"),
                     }
                     expected = {}
-                    for action, resource, why in rights + (TRACING_RIGHTS if tracing else []):
+                    extra = (TRACING_RIGHTS if tracing else []) + (ARCHIVE_RIGHTS if archive and function == ROUTER else [])
+                    for action, resource, why in rights + extra:
                         expected[(action.lower(), placeholders.get(resource, resource))] = why
                     granted = t.rights(role)
                     beyond = sorted(f"{a} on {r} ({granted[(a, r)]})" for a, r in set(granted) - set(expected))
@@ -695,9 +712,73 @@ class TemplateInvariants(unittest.TestCase):
                 self.assertGreaterEqual(lowest, 1, f"{name} MinValue must be >= 1: 0 throttles every request")
                 self.assertLessEqual(highest, most, f"{name} MaxValue must be <= {most}")
 
+    def test_n_the_archive_is_partitioned_as_read_kept_and_queryable(self):
+        """(n) Archive=Enabled: the router's ARCHIVE_STREAM is a Firehose stream that gzips into its own
+        bucket under the partitions src/core/archive.rs reads (dt=YYYY-MM-DD/hour=HH), buffering at most
+        900 s; the bucket keeps objects ArchiveRetentionDays (default 400); the payload bucket keeps the
+        payloads archive records point to at least as long; a Glue table projects exactly those
+        partitions over exactly ArchiveRecord's fields, with no crawler; failures raise alarms.
+        Archive=Disabled: none of it, and no ARCHIVE_STREAM."""
+        p = RAW.get("Parameters", {})
+        self.assertEqual(p.get(ARCHIVE_PARAMETER, {}).get("Default"), "Enabled", "the archive is on by default")
+        retention = p.get(ARCHIVE_RETENTION_PARAMETER, {})
+        self.assertEqual(int(retention.get("Default", 0)), 400, f"{ARCHIVE_RETENTION_PARAMETER} Default")
+        off = Template(RAW, {ARCHIVE_PARAMETER: "Disabled"})
+        self.assertNotIn("ARCHIVE_STREAM", off.env(ROUTER), "Archive=Disabled still sets ARCHIVE_STREAM")
+        self.assertFalse(off.of_type("AWS::KinesisFirehose::DeliveryStream") or off.of_type("AWS::Glue::Table"),
+                         "Archive=Disabled still creates a stream or a table")
 
-    def test_n_every_function_logs_one_line_per_webhook_and_no_platform_records(self):
-        """(n) Log volume, billed per byte (BENCHMARKS.md section 6): every function logs in JSON
+        t = Template(RAW, {ARCHIVE_PARAMETER: "Enabled"})
+        stream = t.target(t.env(ROUTER).get("ARCHIVE_STREAM"), f"{ROUTER} ARCHIVE_STREAM")
+        self.assertEqual(t.resources[stream]["Type"], "AWS::KinesisFirehose::DeliveryStream")
+        destination = t.props(stream).get("ExtendedS3DestinationConfiguration", {})
+        bucket = t.target(destination.get("BucketARN"), f"{stream} BucketARN")
+        self.assertEqual(destination.get("Prefix"), ARCHIVE_PREFIX, f"{stream} Prefix: the partitions replay reads")
+        self.assertEqual(destination.get("CompressionFormat"), "GZIP")
+        self.assertTrue(destination.get("ErrorOutputPrefix", "").startswith("archive-errors/"),
+                        "failed records must not land among the archive's partitions")
+        interval = int(destination.get("BufferingHints", {}).get("IntervalInSeconds", 300))
+        self.assertLessEqual(interval, FIREHOSE_MAX_BUFFER_S)
+
+        rules = [r for r in t.props(bucket).get("LifecycleConfiguration", {}).get("Rules", [])
+                 if r.get("Status") == "Enabled" and "ExpirationInDays" in r]
+        self.assertEqual([r["ExpirationInDays"] for r in rules], [{"Ref": ARCHIVE_RETENTION_PARAMETER}],
+                         f"{bucket} must expire objects after {ARCHIVE_RETENTION_PARAMETER}, and only then")
+        payloads = t.target(t.env(ROUTER).get("CLAIM_CHECK_BUCKET"), f"{ROUTER} CLAIM_CHECK_BUCKET")
+        lowest_retention = t.bounds({"Ref": ARCHIVE_RETENTION_PARAMETER}, ARCHIVE_RETENTION_PARAMETER)[0]
+        for rule in t.props(payloads).get("LifecycleConfiguration", {}).get("Rules", []):
+            if rule.get("Status") == "Enabled" and "ExpirationInDays" in rule:
+                expiry = rule["ExpirationInDays"]
+                self.assertTrue(expiry == {"Ref": ARCHIVE_RETENTION_PARAMETER}
+                                or t.bounds(expiry, "payload expiry")[0] >= lowest_retention,
+                                f"{payloads} rule {rule.get('Id')} expires payloads archive records point to: "
+                                f"{expiry!r}")
+
+        tables = t.of_type("AWS::Glue::Table")
+        self.assertEqual(len(tables), 1, f"one archive table, found {tables}")
+        table = t.props(tables[0])["TableInput"]
+        params = table.get("Parameters", {})
+        self.assertEqual(params.get("projection.enabled"), "true", "partition projection, not a crawler")
+        self.assertEqual((params.get("projection.dt.type"), params.get("projection.dt.format")), ("date", "yyyy-MM-dd"))
+        self.assertEqual((params.get("projection.hour.type"), params.get("projection.hour.range"),
+                          params.get("projection.hour.digits")), ("integer", "0,23", "2"))
+        template = canonical(params.get("storage.location.template"), "storage.location.template")
+        self.assertEqual(template, f"s3://${{{bucket}}}/archive/dt=${{!dt}}/hour=${{!hour}}/",
+                         "the projected locations are the stream's partitions")
+        self.assertEqual([k["Name"] for k in table.get("PartitionKeys", [])], ["dt", "hour"])
+        descriptor = table.get("StorageDescriptor", {})
+        self.assertEqual([c["Name"] for c in descriptor.get("Columns", [])], ARCHIVE_FIELDS,
+                         "the columns are ArchiveRecord's fields, in order")
+        self.assertEqual(descriptor.get("SerdeInfo", {}).get("SerializationLibrary"),
+                         "org.openx.data.jsonserde.JsonSerDe")
+        self.assertFalse(t.of_type("AWS::Glue::Crawler"), "no crawler: projection knows the partitions")
+        alarmed = {t.props(a).get("MetricName") for a in t.of_type("AWS::CloudWatch::Alarm")}
+        self.assertTrue({"ArchiveFailures", "DeliveryToS3.DataFreshness"} <= alarmed,
+                        f"an archive failure must raise an alarm; alarms watch {sorted(map(str, alarmed))}")
+
+
+    def test_o_every_function_logs_one_line_per_webhook_and_no_platform_records(self):
+        """(o) Log volume, billed per byte (BENCHMARKS.md section 6): every function logs in JSON
         with SystemLogLevel WARN, which drops Lambda's platform.start and platform.report records
         (about 340 bytes an invocation, more than the function's own line), and takes RUST_LOG from
         the LogLevel parameter: info (the default) or warn, nothing else."""

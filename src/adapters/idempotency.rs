@@ -8,6 +8,7 @@
 //! containers never both acquire the same key, and only a claim's owner
 //! completes or releases it.
 
+use crate::adapters::local::durable_queue::DurableStore;
 use crate::core::dedup::{Claim, InMemorySeen, Lease, SeenStore, StoreError};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -143,11 +144,12 @@ impl SeenStore for DynamoSeen {
     }
 }
 
-/// The store a router uses: DynamoDB when a table is configured, else memory.
-#[derive(Debug)]
+/// The store a router uses: DynamoDB when a table is configured, else memory;
+/// for a replay run on a workstation, local mode's store.
 pub enum IdempotencyStore {
     Dynamo(DynamoSeen),
     Memory(InMemorySeen),
+    Durable(DurableStore),
 }
 
 impl SeenStore for IdempotencyStore {
@@ -155,6 +157,7 @@ impl SeenStore for IdempotencyStore {
         match self {
             Self::Dynamo(store) => store.remembers(),
             Self::Memory(store) => store.remembers(),
+            Self::Durable(store) => store.remembers(),
         }
     }
 
@@ -162,6 +165,7 @@ impl SeenStore for IdempotencyStore {
         match self {
             Self::Dynamo(store) => store.claim(key).await,
             Self::Memory(store) => store.claim(key).await,
+            Self::Durable(store) => store.claim(key).await,
         }
     }
 
@@ -169,6 +173,7 @@ impl SeenStore for IdempotencyStore {
         match self {
             Self::Dynamo(store) => store.complete(key, lease).await,
             Self::Memory(store) => store.complete(key, lease).await,
+            Self::Durable(store) => store.complete(key, lease).await,
         }
     }
 
@@ -176,6 +181,7 @@ impl SeenStore for IdempotencyStore {
         match self {
             Self::Dynamo(store) => store.release(key, lease).await,
             Self::Memory(store) => store.release(key, lease).await,
+            Self::Durable(store) => store.release(key, lease).await,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The router Lambda: SQS batches in, partial batch failures out.
 
+use crate::adapters::archive::firehose::FirehoseArchive;
 use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::idempotency::{DynamoSeen, IdempotencyStore};
 use crate::adapters::payloads::S3PayloadStore;
@@ -107,7 +108,12 @@ fn dead_letter_fifo_ids(message: &SqsMessage, message_id: &str) -> (String, Stri
 fn record(message: &SqsMessage) -> Record {
     let attribute = |name: &str| message.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
     let id = message.message_id.clone().unwrap_or_default();
-    Record::from_queue_message(id, message.body.as_deref().unwrap_or_default(), attribute)
+    let sent = message
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|millis| millis.parse().ok())
+        .and_then(chrono::DateTime::from_timestamp_millis);
+    Record::from_queue_message(id, message.body.as_deref().unwrap_or_default(), attribute).received_by_default(sent)
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -168,6 +174,9 @@ pub async fn run_from_env(customise: impl FnOnce(Destinations) -> Destinations) 
     }
     if let Some(store) = payload_store {
         router = router.with_payload_store(store);
+    }
+    if let Some(stream) = config.archive_stream {
+        router = router.with_archive(Arc::new(FirehoseArchive::new(aws_sdk_firehose::Client::new(&sdk), stream)));
     }
     run(SqsBatchHandler { router, dead_letters }).await
 }

@@ -25,6 +25,7 @@
 //! | `routed` (`duplicates`) | `DuplicatesSkipped`, only when there were any |
 //! | `not_routed` | `DeliveryFailures` |
 //! | `dead_lettered` | `DeadLettered` |
+//! | `not_archived` | `ArchiveFailures` |
 
 use crate::core::outcome::{OUTCOME_FIELD, Outcome};
 use serde_json::{Map, Value, json};
@@ -47,6 +48,7 @@ fn metric_for(outcome: Outcome, fields: &Map<String, Value>) -> Option<(&'static
             .map(|n| ("DuplicatesSkipped", n.clone())),
         Outcome::NotRouted => Some(("DeliveryFailures", json!(1))),
         Outcome::DeadLettered => Some(("DeadLettered", json!(1))),
+        Outcome::NotArchived => Some(("ArchiveFailures", json!(1))),
     }
 }
 
@@ -147,6 +149,7 @@ mod tests {
             ("not_queued", "EnqueueFailed"),
             ("not_routed", "DeliveryFailures"),
             ("dead_lettered", "DeadLettered"),
+            ("not_archived", "ArchiveFailures"),
         ] {
             let emf =
                 emf_fields("nectar-router", &fields(json!({"outcome": outcome, "reason": "x"})), 1_700_000_000_000)

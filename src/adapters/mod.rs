@@ -1,6 +1,7 @@
 //! Adapters: thin layers between the core and the outside world.
 //!
 //! - [`lambda_ingest`], [`lambda_router`]: the two Lambda entry points.
+//! - [`archive`]: the archive's backends (Firehose, a directory) and its reader.
 //! - [`aws`]: the SDK configuration (time limits) all AWS clients share.
 //! - [`sqs`]: the ingest queue on Amazon SQS.
 //! - [`idempotency`]: the DynamoDB store behind once-per-destination delivery.
@@ -10,6 +11,7 @@
 //! - [`local`]: `nectar-webhooks serve`, both sides in one process.
 //! - [`metrics`]: CloudWatch metrics (Embedded Metric Format) from the log events.
 
+pub mod archive;
 pub mod aws;
 pub mod destinations;
 pub mod idempotency;

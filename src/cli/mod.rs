@@ -3,7 +3,9 @@
 
 pub mod lambda_events;
 pub mod redrive;
+pub mod replay;
 
+use crate::adapters::archive::dir::ArchiveDir;
 use crate::adapters::aws::{self, ErrorChain};
 use crate::adapters::destinations::{Check, Destinations};
 use crate::adapters::local::payload_dir::PayloadDir;
@@ -11,6 +13,7 @@ use crate::adapters::local::{self, LocalConfig};
 use crate::adapters::payloads::S3PayloadStore;
 use crate::adapters::sqs;
 use crate::config::{self, ConfigError, IngestConfig};
+use crate::core::archive::Archive;
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::routing::{Destination, RouteTable};
@@ -43,6 +46,10 @@ enum Command {
         /// $XDG_DATA_HOME/nectar-webhooks or ~/.local/share/nectar-webhooks].
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Archive every verified webhook into this directory, in the deployed
+        /// archive's format, for `replay` and `drift` [env: ARCHIVE_DIR].
+        #[arg(long, value_name = "DIR")]
+        archive_dir: Option<PathBuf>,
     },
     /// Sign payload files like Svix and POST them to a URL; prints each status.
     Send {
@@ -87,6 +94,8 @@ enum Command {
     Secret,
     /// Move a dead-letter queue's messages back to their source queue (SQS message-move task, or --copy).
     Redrive(redrive::Args),
+    /// Re-deliver a window of the archive to a route or a destination, once per replay id.
+    Replay(Box<replay::Args>),
 }
 
 /// Every variable `serve` reads, for `serve --help`: a newcomer configures
@@ -104,6 +113,7 @@ Environment:
   CLAIM_CHECK_BUCKET       With QUEUE_URL: the S3 bucket for payloads too large for a message
   LOCAL_PAYLOAD_DIR        Otherwise the directory for them (default: nectar-webhooks-payloads in
                            the system's temporary directory)
+  ARCHIVE_DIR              Archive every verified webhook into this directory (as --archive-dir)
   MAX_BODY_BYTES           Largest accepted body (default: what a Lambda event can carry, ~3 MB)
   MAX_QUEUE_MESSAGE_BYTES  Largest queue message (default 1048576, SQS's limit)
   WEBHOOK_TOLERANCE_SECS   Signature timestamp tolerance in seconds (default 300; more only with
@@ -169,7 +179,7 @@ impl SecretArgs {
 impl Cli {
     pub async fn run(self) -> ExitCode {
         let outcome = match self.command {
-            Command::Serve { addr, routes, data_dir } => serve(&addr, routes, data_dir).await,
+            Command::Serve { addr, routes, data_dir, archive_dir } => serve(&addr, routes, data_dir, archive_dir).await,
             Command::Send { url, secret, id, files } => match secret.read() {
                 Ok(secret) => send(&url, &secret, id.as_deref(), &files).await,
                 Err(err) => Err(err),
@@ -180,6 +190,7 @@ impl Cli {
             }
             Command::Secret => new_secret().map(|secret| println!("{secret}")),
             Command::Redrive(args) => redrive::run(args).await,
+            Command::Replay(args) => replay::run(*args).await,
         };
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
@@ -191,7 +202,12 @@ impl Cli {
     }
 }
 
-async fn serve(addr: &str, routes_file: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), String> {
+async fn serve(
+    addr: &str,
+    routes_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    archive_dir: Option<PathBuf>,
+) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     let ingest = IngestConfig::for_local_mode(env).map_err(|err| {
         let fix = match err {
@@ -214,7 +230,19 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>, data_dir: Option<PathBu
     };
     let queue_url = env(config::QUEUE_URL).filter(|u| !u.is_empty());
     let data_dir = data_dir.unwrap_or_else(|| config::local_data_dir(env));
-    let config = LocalConfig { ingest, routes, queue_url, data_dir };
+    let archive_dir =
+        archive_dir.or_else(|| env(config::ARCHIVE_DIR).filter(|d| !d.trim().is_empty()).map(PathBuf::from));
+    let archive = match &archive_dir {
+        Some(dir) => Some(Arc::new(ArchiveDir::open(dir).map_err(|e| {
+            format!(
+                "archive directory {}: {e} (--archive-dir or {} must be a directory you can write)",
+                dir.display(),
+                config::ARCHIVE_DIR
+            )
+        })?) as Arc<dyn Archive>),
+        None => None,
+    };
+    let config = LocalConfig { ingest, routes, queue_url, data_dir, archive };
     let needs_eventbridge = config.routes.destinations().any(|d| matches!(d, Destination::EventBridge(_)));
     let sdk = if config.needs_sqs() || needs_eventbridge {
         Some(aws::sdk_config().await.map_err(|err| err.to_string())?)
@@ -240,7 +268,8 @@ async fn serve(addr: &str, routes_file: Option<PathBuf>, data_dir: Option<PathBu
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let queue = config.queue_url.clone().unwrap_or_else(|| format!("embedded ({})", config.data_dir.display()));
-    tracing::info!(%bound, queue, large_payloads = payloads_at, "listening: POST http://{bound}/webhooks/nectar");
+    let archive = archive_dir.map_or_else(|| "off".to_owned(), |dir| dir.display().to_string());
+    tracing::info!(%bound, queue, large_payloads = payloads_at, archive, "listening: POST http://{bound}/webhooks/nectar");
     let shutdown = async {
         shutdown_signal().await;
         tracing::info!("shutting down: new requests get 503; finishing what is in flight");

@@ -5,6 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A source of the current Unix time in seconds.
 pub trait Clock: Send + Sync {
     fn now_unix(&self) -> i64;
+
+    /// The current Unix time in milliseconds, for when a webhook was received.
+    fn now_unix_millis(&self) -> i64 {
+        self.now_unix().saturating_mul(1000)
+    }
 }
 
 /// The machine's clock.
@@ -15,6 +20,11 @@ impl Clock for SystemClock {
     fn now_unix(&self) -> i64 {
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn now_unix_millis(&self) -> i64 {
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
     }
 }
 

@@ -26,16 +26,20 @@ pub const ATTR_BODY_ENCODING: &str = "body-encoding";
 /// Attribute present when the body was too large for the queue: where it is
 /// stored instead (`s3://bucket/key`); the message body is then empty.
 pub const ATTR_CLAIM_CHECK: &str = "claim-check";
+/// Attribute carrying when ingest received the webhook, in Unix
+/// milliseconds: what the archive records and replay windows compare with.
+pub const ATTR_RECEIVED: &str = "received-at";
 /// Attribute on dead-lettered copies: why the last delivery failed.
 pub const ATTR_FAILURE_REASON: &str = "failure-reason";
 /// Attribute on dead-lettered copies: how many times delivery was tried.
 pub const ATTR_FAILED_RECEIVES: &str = "failed-receives";
 
 /// The attributes this format defines, so copies can carry them over.
-const KNOWN_ATTRIBUTES: [&str; 9] = [
+const KNOWN_ATTRIBUTES: [&str; 10] = [
     ATTR_ID,
     ATTR_TIMESTAMP,
     ATTR_SOURCE,
+    ATTR_RECEIVED,
     ATTR_EVENT_TYPE,
     ATTR_ROUTE,
     ATTR_BODY_ENCODING,
@@ -131,6 +135,12 @@ impl Envelope {
         };
         Ok(Self { source, id, timestamp, body })
     }
+}
+
+/// When ingest received a queued webhook ([`ATTR_RECEIVED`]), if its
+/// message says.
+pub fn received_at<'a>(attribute: impl Fn(&str) -> Option<&'a str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    attribute(ATTR_RECEIVED).and_then(|millis| millis.parse().ok()).and_then(chrono::DateTime::from_timestamp_millis)
 }
 
 /// Whether SQS accepts every character of `text` in a message body: `\t`,

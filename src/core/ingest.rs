@@ -6,7 +6,7 @@
 
 use crate::core::claim_check::{self, ClaimCheckError, PayloadStore};
 use crate::core::clock::Clock;
-use crate::core::envelope::{Envelope, QueueMessage};
+use crate::core::envelope::{ATTR_RECEIVED, Envelope, QueueMessage};
 use crate::core::outcome::Outcome;
 use crate::core::queue::{Queue, QueueError, Webhook};
 use crate::core::sources::{AuthError, Sources};
@@ -214,6 +214,7 @@ impl<Q: Queue> Ingest<Q> {
         let identity = authenticator.authenticate(request.headers, request.body, self.clock.now_unix())?;
         let limit = self.limits.max_queue_message_bytes;
         let mut message = QueueMessage::for_webhook(source_name, &identity.id, identity.timestamp, request.body);
+        message.attributes.push((ATTR_RECEIVED, self.clock.now_unix_millis().to_string()));
         if message.size() > limit {
             // Only a claim check needs an envelope, the one copy of the body it makes.
             let envelope = Envelope {

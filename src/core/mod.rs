@@ -5,6 +5,8 @@
 //! - [`ingest`]: request → queued or refused, with every status code.
 //! - [`envelope`]: the queued message's format.
 //! - [`claim_check`]: payloads too large for the queue, stored by reference.
+//! - [`archive`]: every verified webhook kept, for replay and drift reports.
+//! - [`replay`]: which archived webhooks a replay takes, and how far it got.
 //! - [`events`]: Nectar event types and typed models.
 //! - [`routing`]: the route table and its syntax.
 //! - [`router`]: routing and delivering a batch, once per destination.
@@ -13,6 +15,7 @@
 //! - [`outcome`]: what happened at each step, the field metrics are read from.
 //! - [`queue`], [`clock`]: ports to the outside.
 
+pub mod archive;
 pub mod claim_check;
 pub mod clock;
 pub mod dedup;
@@ -22,6 +25,7 @@ pub mod handlers;
 pub mod ingest;
 pub mod outcome;
 pub mod queue;
+pub mod replay;
 pub mod router;
 pub mod routing;
 pub mod sources;

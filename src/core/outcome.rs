@@ -23,11 +23,20 @@ pub enum Outcome {
     NotRouted,
     /// Given up after its last allowed receive, with its reason.
     DeadLettered,
+    /// Routed or not, the archive did not take it; the record is retried.
+    NotArchived,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] =
-        [Self::Queued, Self::Rejected, Self::NotQueued, Self::Routed, Self::NotRouted, Self::DeadLettered];
+    pub const ALL: [Outcome; 7] = [
+        Self::Queued,
+        Self::Rejected,
+        Self::NotQueued,
+        Self::Routed,
+        Self::NotRouted,
+        Self::DeadLettered,
+        Self::NotArchived,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +46,7 @@ impl Outcome {
             Self::Routed => "routed",
             Self::NotRouted => "not_routed",
             Self::DeadLettered => "dead_lettered",
+            Self::NotArchived => "not_archived",
         }
     }
 

@@ -5,13 +5,15 @@
 //! [`Router::route_batch`]; what reaching a destination means is the
 //! [`Deliver`] port's business.
 
+use crate::core::archive::{Archive, ArchiveError, ArchiveRecord, ArchivedBody};
 use crate::core::claim_check::{self, PayloadStore};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
-use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope};
+use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope, received_at};
 use crate::core::events::{Probe, probe};
 use crate::core::outcome::Outcome;
 use crate::core::routing::{Destination, RouteTable};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
@@ -92,6 +94,10 @@ pub enum RecordError {
     /// unknown: it may be this one's, so this one waits too.
     #[error("an earlier event's payload could not be fetched and may be about the same resource; kept in order")]
     HeldBackUnknown,
+    /// Routed, but not archived: retried until the archive has it (its
+    /// destinations, already reached, skip it as a duplicate).
+    #[error(transparent)]
+    NotArchived(#[from] ArchiveError),
 }
 
 /// What happened to a record that was fully handled.
@@ -113,6 +119,8 @@ pub struct Record {
     /// body is then empty): the router fetches it when the record's turn
     /// comes (see [`Router::route_batch`]).
     pub claim_check: Option<String>,
+    /// When ingest received it, if the message says ([`received_at`]).
+    pub received: Option<DateTime<Utc>>,
 }
 
 impl Record {
@@ -120,7 +128,16 @@ impl Record {
     /// any) left where it is.
     pub fn from_queue_message<'a>(id: String, body: &str, attribute: impl Fn(&str) -> Option<&'a str>) -> Self {
         let claim_check = attribute(ATTR_CLAIM_CHECK).map(str::to_owned);
-        Self { id, message: Envelope::from_queue_message(body, attribute), claim_check }
+        let received = received_at(&attribute);
+        Self { id, message: Envelope::from_queue_message(body, &attribute), claim_check, received }
+    }
+
+    /// The same record, received when its queue says (SQS's `SentTimestamp`),
+    /// if its message does not carry [`ATTR_RECEIVED`]: one queued before
+    /// ingest added it.
+    pub fn received_by_default(mut self, sent: Option<DateTime<Utc>>) -> Self {
+        self.received = self.received.or(sent);
+        self
     }
 }
 
@@ -147,12 +164,40 @@ pub struct Router<D, S> {
     seen: S,
     clock: Arc<dyn Clock>,
     payloads: Option<Arc<dyn PayloadStore>>,
+    archive: Option<Arc<dyn Archive>>,
     limits_age: bool,
+    /// Put before every idempotency key: a replay's deliveries are keyed
+    /// apart from the original ones (and from other replays').
+    key_scope: String,
 }
 
 impl<D: Deliver, S: SeenStore> Router<D, S> {
     pub fn new(table: RouteTable, deliver: D, seen: S) -> Self {
-        Self { table, deliver, seen, clock: Arc::new(SystemClock), payloads: None, limits_age: true }
+        Self {
+            table,
+            deliver,
+            seen,
+            clock: Arc::new(SystemClock),
+            payloads: None,
+            archive: None,
+            limits_age: true,
+            key_scope: String::new(),
+        }
+    }
+
+    /// Archives every record it reads (see [`crate::core::archive`]); a
+    /// record the archive does not take is reported failed, so it is retried.
+    pub fn with_archive(mut self, archive: Arc<dyn Archive>) -> Self {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// Keys deliveries apart from every other run's: a replay reaches
+    /// destinations that had the webhook already, but twice under the same
+    /// scope only once.
+    pub fn with_key_scope(mut self, scope: &str) -> Self {
+        self.key_scope = format!("{scope}/");
+        self
     }
 
     /// Routes webhooks however long ago they were signed. Only for invoking
@@ -207,6 +252,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let mut payloads_held = 0;
         let mut unreadable_before = false;
         let mut failures: Vec<(usize, Failure)> = Vec::new();
+        let mut to_archive: Vec<(usize, String, Result<Vec<u8>, ArchiveError>)> = Vec::new();
         loop {
             while let Some((index, record)) =
                 records.next_if(|(_, r)| r.claim_check.is_none() || payloads_held < PAYLOADS_AT_ONCE)
@@ -230,7 +276,10 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             });
             match event.await {
                 None => break,
-                Some(Event::Read(ready)) => {
+                Some(Event::Read(mut ready)) => {
+                    if let Some(line) = ready.archive_line.take() {
+                        to_archive.push((ready.index, ready.id.clone(), line));
+                    }
                     let resource = ready.message.as_ref().ok().and_then(|(_, p)| p.resource_id.clone());
                     if unreadable_before {
                         payloads_held -= usize::from(ready.holds_payload);
@@ -276,18 +325,62 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 }
             }
         }
+        self.archive_all(to_archive, &mut failures).await;
         failures.sort_by_key(|(index, _)| *index);
         failures.into_iter().map(|(_, failure)| failure).collect()
+    }
+
+    /// Appends a batch's archive lines in one call, after its routing; a
+    /// record whose line the archive did not take is reported failed (unless
+    /// it failed already), so the queue gives it back and it is archived on
+    /// the retry. Its routing is not held up meanwhile: the destinations
+    /// reached skip it as a duplicate then.
+    async fn archive_all(
+        &self,
+        to_archive: Vec<(usize, String, Result<Vec<u8>, ArchiveError>)>,
+        failures: &mut Vec<(usize, Failure)>,
+    ) {
+        let Some(archive) = &self.archive else { return };
+        let (mut lines, mut owners) = (Vec::with_capacity(to_archive.len()), Vec::with_capacity(to_archive.len()));
+        let mut not_archived = Vec::new();
+        for (index, id, line) in to_archive {
+            match line {
+                Ok(line) => {
+                    lines.push(line);
+                    owners.push((index, id));
+                }
+                Err(err) => not_archived.push((index, id, err)),
+            }
+        }
+        if !lines.is_empty() {
+            let results = archive.append(&lines).await;
+            for ((index, id), result) in owners.into_iter().zip(results) {
+                if let Err(err) = result {
+                    not_archived.push((index, id, err));
+                }
+            }
+        }
+        for (index, id, err) in not_archived {
+            error!(
+                outcome = Outcome::NotArchived.as_str(),
+                message_id = %id,
+                error = %err,
+                "webhook not archived; will be retried"
+            );
+            if !failures.iter().any(|(failed, _)| *failed == index) {
+                failures.push((index, Failure { id, reason: RecordError::NotArchived(err).to_string() }));
+            }
+        }
     }
 
     /// A record as its lane needs it: its claim-checked payload fetched, its
     /// event type and resource read.
     async fn read(&self, index: usize, record: Record) -> Ready {
-        let Record { id, message, claim_check } = record;
+        let Record { id, message, claim_check, received } = record;
         let holds_payload = claim_check.is_some();
-        let message = match (message, claim_check) {
+        let message = match (message, &claim_check) {
             (Ok(envelope), Some(reference)) => {
-                claim_check::resolve(self.payloads.as_deref(), envelope, Some(&reference))
+                claim_check::resolve(self.payloads.as_deref(), envelope, Some(reference))
                     .await
                     .map_err(|err| DecodeError::PayloadUnavailable(err.to_string()))
             }
@@ -297,7 +390,62 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             let probe = probe(&envelope.source, &envelope.body);
             (envelope, probe)
         });
-        Ready { index, id, message, holds_payload }
+        let archive_line = match (&self.archive, &message) {
+            (Some(archive), Ok((envelope, probe))) => {
+                let received = received.unwrap_or_else(|| {
+                    DateTime::from_timestamp_millis(self.clock.now_unix_millis()).unwrap_or_default()
+                });
+                Some(self.archive_line(archive.as_ref(), envelope, probe, received, claim_check.as_deref()).await)
+            }
+            _ => None,
+        };
+        Ready { index, id, message, holds_payload, archive_line }
+    }
+
+    /// A record's archive line: the body in it, unless the line would be
+    /// over the archive's limit; then the body is kept by reference, where
+    /// it already is if it came by claim check, else in the payload store.
+    async fn archive_line(
+        &self,
+        archive: &dyn Archive,
+        envelope: &Envelope,
+        probe: &Probe,
+        received: DateTime<Utc>,
+        claim_check: Option<&str>,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let bytes = envelope.body.len() as u64;
+        let limit = archive.max_line_bytes().unwrap_or(usize::MAX);
+        let mut record = ArchiveRecord {
+            id: envelope.id.clone(),
+            source: envelope.source.clone(),
+            timestamp: envelope.timestamp,
+            event_type: probe.event_type.clone(),
+            received,
+            resource_id: probe.resource_id.clone(),
+            body: match claim_check {
+                // The line is longer than the body: no need to write it out to know.
+                Some(reference) if envelope.body.len() > limit => {
+                    ArchivedBody::ClaimCheck { claim_check: reference.to_owned(), bytes }
+                }
+                _ => ArchivedBody::inline(&envelope.body),
+            },
+        };
+        let line = record.to_line();
+        if line.len() <= limit {
+            return Ok(line);
+        }
+        let reference = match claim_check {
+            Some(reference) => reference.to_owned(),
+            None => {
+                let store = self.payloads.as_deref().ok_or(ArchiveError::TooLarge(line.len()))?;
+                store
+                    .put(&claim_check::key_for(envelope), &envelope.body)
+                    .await
+                    .map_err(|err| ArchiveError::Unavailable(err.to_string()))?
+            }
+        };
+        record.body = ArchivedBody::ClaimCheck { claim_check: reference, bytes };
+        Ok(record.to_line())
     }
 
     /// Routes one wave and logs each record's outcome; says for each record
@@ -307,7 +455,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         wave.sort_by_key(|(_, ready)| ready.index);
         let mut plans = Vec::new();
         let mut records = Vec::new();
-        for (lane, Ready { index, id, message, holds_payload }) in wave {
+        for (lane, Ready { index, id, message, holds_payload, .. }) in wave {
             let webhook_id = message.as_ref().map_or_else(|_| "-".to_owned(), |(e, _)| e.id.clone());
             let signed_at = message.as_ref().map(|(e, _)| e.timestamp).ok();
             let outcome = match message.map_err(RecordError::from).and_then(|(e, probe)| self.plan(e, probe)) {
@@ -392,7 +540,9 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let keys: Vec<(usize, &Destination, String)> = plans
             .iter()
             .enumerate()
-            .flat_map(|(p, plan)| plan.destinations.iter().map(move |d| (p, d, idempotency_key(&plan.envelope, d))))
+            .flat_map(|(p, plan)| {
+                plan.destinations.iter().map(move |d| (p, d, idempotency_key(&self.key_scope, &plan.envelope, d)))
+            })
             .collect();
         let claims = join_all(keys.iter().map(|(_, _, key)| self.seen.claim(key))).await;
         let mut tally: Vec<Tally> = plans.iter().map(|_| Tally::default()).collect();
@@ -550,6 +700,8 @@ struct Ready {
     message: Result<(Envelope, Probe), DecodeError>,
     /// Whether it counts against [`PAYLOADS_AT_ONCE`] until routed.
     holds_payload: bool,
+    /// Its archive line, when the router archives: taken when it is read.
+    archive_line: Option<Result<Vec<u8>, ArchiveError>>,
 }
 
 /// The records about one resource (or one record about none), in batch order.
@@ -629,8 +781,8 @@ impl<D, S: SeenStore> Router<D, S> {
     }
 }
 
-fn idempotency_key(envelope: &Envelope, destination: &Destination) -> String {
-    format!("{}/{}/{destination}", envelope.source, envelope.id)
+fn idempotency_key(scope: &str, envelope: &Envelope, destination: &Destination) -> String {
+    format!("{scope}{}/{}/{destination}", envelope.source, envelope.id)
 }
 
 #[cfg(test)]
@@ -682,7 +834,7 @@ mod tests {
     }
 
     fn record(id: &str, body: &str) -> Record {
-        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)), claim_check: None }
+        Record { id: format!("sqs-{id}"), message: Ok(envelope(id, body)), claim_check: None, received: None }
     }
 
     #[tokio::test]
@@ -919,7 +1071,12 @@ mod tests {
         payloads.bodies.lock().unwrap().insert(id.to_owned(), Bytes::copy_from_slice(body.as_bytes()));
         let mut envelope = envelope(id, "");
         envelope.body = Bytes::new();
-        Record { id: format!("sqs-{id}"), message: Ok(envelope), claim_check: Some(format!("mem://{id}")) }
+        Record {
+            id: format!("sqs-{id}"),
+            message: Ok(envelope),
+            claim_check: Some(format!("mem://{id}")),
+            received: None,
+        }
     }
 
     fn claim_checking_router(payloads: &Arc<Payloads>) -> Router<Counted, InMemorySeen> {
@@ -989,6 +1146,7 @@ mod tests {
                     id: "sqs-poison".into(),
                     message: Err(DecodeError::MissingAttribute("webhook-id")),
                     claim_check: None,
+                    received: None,
                 },
                 record("b", r#"{"eventType":"connection.created"}"#),
             ])
@@ -1109,5 +1267,77 @@ mod tests {
         assert!(router.route_batch(retry).await.is_empty());
         let sends: Vec<Vec<String>> = router.deliver.calls.lock().unwrap().iter().map(|(_, ids)| ids.clone()).collect();
         assert_eq!(sends, [vec!["w0", "w1", "w2"], vec!["w1"], vec!["w1b"]], "w0 and w2 were not sent again");
+    }
+
+    /// Keeps lines up to `limit` bytes; refuses every append while `down`.
+    #[derive(Default)]
+    struct Lines {
+        limit: Option<usize>,
+        down: std::sync::atomic::AtomicBool,
+        lines: Mutex<Vec<ArchiveRecord>>,
+    }
+
+    impl Archive for Lines {
+        fn max_line_bytes(&self) -> Option<usize> {
+            self.limit
+        }
+
+        fn append<'a>(
+            &'a self,
+            lines: &'a [Vec<u8>],
+        ) -> crate::core::archive::ArchiveFuture<'a, Vec<Result<(), ArchiveError>>> {
+            Box::pin(async move {
+                if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return lines.iter().map(|_| Err(ArchiveError::Unavailable("down".into()))).collect();
+                }
+                for line in lines {
+                    assert!(self.limit.is_none_or(|limit| line.len() <= limit));
+                    self.lines.lock().unwrap().push(ArchiveRecord::from_line(line).unwrap());
+                }
+                lines.iter().map(|_| Ok(())).collect()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_record_read_is_archived_large_bodies_by_reference_and_failures_are_retried() {
+        let payloads = Arc::new(Payloads::default());
+        let archive = Arc::new(Lines { limit: Some(400), ..Lines::default() });
+        let router = claim_checking_router(&payloads).with_archive(Arc::clone(&archive) as Arc<dyn Archive>);
+        let small = r#"{"eventType":"document.created.v2","id":"doc-1"}"#;
+        let large = format!(r#"{{"eventType":"document.updated.v2","id":"doc-2","note":"{}"}}"#, "x".repeat(400));
+        let checked = format!(r#"{{"eventType":"document.deleted.v2","id":"doc-3","note":"{}"}}"#, "y".repeat(400));
+        let mut unmatched = record("d", r#"{"eventType":"nector.order.created"}"#);
+        unmatched.received = DateTime::from_timestamp_millis(1_700_000_000_123);
+        let batch = vec![record("a", small), record("b", &large), claim_checked(&payloads, "c", &checked), unmatched];
+        let failed = router.route_batch(batch).await;
+        assert_eq!(ids(&failed), ["sqs-d"], "no route, but archived all the same");
+        let lines = archive.lines.lock().unwrap().clone();
+        let by_id = |id: &str| lines.iter().find(|r| r.id == id).unwrap().clone();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(by_id("a").body.bytes().unwrap().unwrap(), small.as_bytes());
+        assert_eq!(by_id("a").event_type, "document.created.v2");
+        assert_eq!(by_id("a").resource_id.as_deref(), Some("doc-1"));
+        let stored =
+            ArchivedBody::ClaimCheck { claim_check: "mem://payloads/nectar/b".into(), bytes: large.len() as u64 };
+        assert_eq!(by_id("b").body, stored, "over the limit: kept in the payload store");
+        assert_eq!(
+            by_id("c").body,
+            ArchivedBody::ClaimCheck { claim_check: "mem://c".into(), bytes: checked.len() as u64 }
+        );
+        assert_eq!(by_id("d").received.timestamp_millis(), 1_700_000_000_123);
+
+        archive.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = router.route_batch(vec![record("e", small)]).await;
+        assert_eq!(ids(&failed), ["sqs-e"]);
+        assert!(failed[0].reason.contains("archive: down"), "{}", failed[0].reason);
+        archive.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(router.route_batch(vec![record("e", small)]).await.is_empty());
+        assert_eq!(
+            *payloads.delivered.lock().unwrap(),
+            4,
+            "a, b, c and e once each: e's retry skipped its destination"
+        );
+        assert_eq!(archive.lines.lock().unwrap().len(), 5);
     }
 }

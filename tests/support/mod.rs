@@ -529,3 +529,38 @@ pub async fn event_source_round<S: nectar_webhooks::core::dedup::SeenStore>(
     }
     received.len()
 }
+
+/// A Firehose client for the moto server.
+pub fn firehose_client() -> aws_sdk_firehose::Client {
+    let config = aws_sdk_firehose::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_firehose::config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(test_credentials())
+        .build();
+    aws_sdk_firehose::Client::from_conf(config)
+}
+
+/// A bucket and a Firehose stream writing into it under `archive/`, with
+/// `template.yaml`'s prefix (moto writes at once, unexpanded); returns both.
+pub async fn create_archive_stream(s3: &aws_sdk_s3::Client) -> (String, String) {
+    use aws_sdk_firehose::types::{CompressionFormat, ExtendedS3DestinationConfiguration};
+    let bucket = unique_name("archive").to_lowercase();
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let stream = unique_name("archive-stream");
+    let destination = ExtendedS3DestinationConfiguration::builder()
+        .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+        .role_arn("arn:aws:iam::123456789012:role/firehose")
+        .prefix("archive/dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/")
+        .compression_format(CompressionFormat::Gzip)
+        .build()
+        .unwrap();
+    firehose_client()
+        .create_delivery_stream()
+        .delivery_stream_name(&stream)
+        .extended_s3_destination_configuration(destination)
+        .send()
+        .await
+        .unwrap();
+    (bucket, stream)
+}

@@ -17,7 +17,9 @@
 use crate::adapters::payloads;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::{self, Claim, Lease, SeenStore};
-use crate::core::envelope::{ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, QueueMessage, known_attribute};
+use crate::core::envelope::{
+    ATTR_FAILED_RECEIVES, ATTR_FAILURE_REASON, ATTR_ID, QueueMessage, known_attribute, received_at,
+};
 use crate::core::outcome::Outcome;
 use crate::core::queue::{Queue, QueueError, Webhook};
 use crate::core::router::{Deliver, Record, Router};
@@ -553,7 +555,8 @@ async fn work_loop<D: Deliver, S: SeenStore>(
         let records = futures_util::future::join_all(received.iter().map(|r| async {
             let message =
                 payloads::read_envelope(Some(payload_store), &r.message.body, |name| r.message.attribute(name)).await;
-            Record { id: r.id.to_string(), message, claim_check: None }
+            let received = received_at(|name| r.message.attribute(name));
+            Record { id: r.id.to_string(), message, claim_check: None, received }
         }))
         .await;
         let failures = router.route_batch(records).await;

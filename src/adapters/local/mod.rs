@@ -13,11 +13,12 @@ pub mod sqs_poller;
 use crate::adapters::destinations::Destinations;
 use crate::adapters::sqs::SqsQueue;
 use crate::config::{self, IngestConfig};
+use crate::core::archive::Archive;
 use crate::core::claim_check::PayloadStore;
 use crate::core::clock::SystemClock;
-use crate::core::dedup::{DEFAULT_TTL, InMemorySeen};
+use crate::core::dedup::{DEFAULT_TTL, InMemorySeen, SeenStore};
 use crate::core::ingest::Ingest;
-use crate::core::router::Router;
+use crate::core::router::{Deliver, Router};
 use crate::core::routing::{Destination, RouteTable};
 use durable_queue::DurableStore;
 use std::future::Future;
@@ -47,6 +48,9 @@ pub struct LocalConfig {
     pub queue_url: Option<String>,
     /// Where the embedded queue keeps its store (unused with `queue_url`).
     pub data_dir: PathBuf,
+    /// Where every webhook the router reads is archived, if anywhere
+    /// (`serve --archive-dir`).
+    pub archive: Option<Arc<dyn Archive>>,
 }
 
 impl LocalConfig {
@@ -110,7 +114,8 @@ pub async fn run_with_payloads(
             Some(queue_url) => {
                 let client = sqs_client.ok_or_else(|| std::io::Error::other("a queue URL needs an SQS client"))?;
                 let ready = health::ready_check(None, &config.routes);
-                let router = Arc::new(Router::new(config.routes, destinations, InMemorySeen::default()));
+                let router = Router::new(config.routes, destinations, InMemorySeen::default());
+                let router = Arc::new(archiving(router, config.archive));
                 tokio::spawn(sqs_poller::poll(client.clone(), queue_url.clone(), router, Arc::clone(&payloads)));
                 let ingest = Ingest::new(sources, SqsQueue::new(client, queue_url), limits, Arc::new(SystemClock))
                     .with_payload_store(payloads);
@@ -127,7 +132,8 @@ pub async fn run_with_payloads(
                     "local queue store opened"
                 );
                 let ready = health::ready_check(Some(store.clone()), &config.routes);
-                let router = Arc::new(Router::new(config.routes, destinations, store.clone()));
+                let router =
+                    Arc::new(archiving(Router::new(config.routes, destinations, store.clone()), config.archive));
                 let worker =
                     tokio::spawn(durable_queue::work(store.clone(), router, Arc::clone(&payloads), stopping.clone()));
                 let ingest = Ingest::new(sources, store, limits, Arc::new(SystemClock)).with_payload_store(payloads);
@@ -152,6 +158,14 @@ pub async fn run_with_payloads(
     }
 }
 
+/// The router, archiving every record it reads if there is an archive.
+fn archiving<D: Deliver, S: SeenStore>(router: Router<D, S>, archive: Option<Arc<dyn Archive>>) -> Router<D, S> {
+    match archive {
+        Some(archive) => router.with_archive(archive),
+        None => router,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +182,7 @@ mod tests {
             routes: RouteTable::parse(routes).unwrap(),
             queue_url: queue_url.map(str::to_owned),
             data_dir: PathBuf::new(),
+            archive: None,
         }
     }
 

@@ -5,6 +5,7 @@ use crate::adapters::aws::{ErrorChain, short_cause};
 use crate::adapters::sqs::envelope_from_sdk;
 use crate::core::claim_check::PayloadStore;
 use crate::core::dedup::SeenStore;
+use crate::core::envelope::received_at;
 use crate::core::router::{Deliver, Record, Router};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
@@ -99,7 +100,9 @@ async fn poll_one<D: Deliver, S: SeenStore>(
         }
         let records = join_all(messages.iter().map(|m| async {
             let message = envelope_from_sdk(Some(payload_store), m).await;
-            Record { id: m.message_id().unwrap_or_default().to_owned(), message, claim_check: None }
+            let attributes = m.message_attributes();
+            let received = received_at(|name| attributes?.get(name)?.string_value());
+            Record { id: m.message_id().unwrap_or_default().to_owned(), message, claim_check: None, received }
         }))
         .await;
         let failed = router.route_batch(records).await;
