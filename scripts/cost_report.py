@@ -38,6 +38,10 @@ POLLERS = 5
 LONG_POLL_S = 20
 MONTH_S = 30 * 24 * 3600
 TEAM_WEBHOOKS = 100_000
+# The archive: Firehose buffers (template.yaml's BufferingHints) before each
+# S3 PUT, and S3 keeps what it wrote ArchiveRetentionDays (default 400).
+ARCHIVE_BUFFER_S = 300
+ARCHIVE_RETENTION_MONTHS = 400 / 30
 
 
 def load(path):
@@ -97,11 +101,14 @@ def per_webhook_items(run, entry, platform):
         elif service == "EventBridge":
             add("EventBridge", call["entries"] / n * price("eventbridge_event"))
         elif service == "Firehose":
+            # Each record is billed in 5 KB increments; these are all under 5 KB.
             add("archive", call["entries"] / n * 5 / 1024 / 1024 * price("firehose_gb"))
         elif service == "S3":
             add("S3", call["requests"] / n * price("s3_put" if op == "PutObject" else "s3_get"))
         else:
             add(service, 0.0)
+    stored_gb = run.get("archived_bytes", 0) / n / 1e9
+    add("archive", stored_gb * ARCHIVE_RETENTION_MONTHS * price("s3_storage_gb_month"))
     log_bytes = (run["ingest"]["log_bytes"] + run["router"]["log_bytes"]) / n
     if platform:
         log_bytes += invocations / n * PLATFORM_BYTES_PER_INVOCATION
@@ -116,7 +123,7 @@ def requests_per_webhook(run):
 
 
 ITEMS = ["entry", "Lambda requests", "Lambda duration", "SQS: ingest queue", "SQS: event source",
-         "SQS: destinations", "EventBridge", "DynamoDB", "logs"]
+         "SQS: destinations", "EventBridge", "DynamoDB", "logs", "archive"]
 
 
 def items_for(cost, routes, item, platform, level="info"):
@@ -128,8 +135,13 @@ def money(usd):
     return f"${usd:,.2f}" if usd >= 0.995 or usd == 0 else f"${usd:.3f}"
 
 
-def run_for(cost, routes, level):
-    return next(r for r in cost["runs"] if r["routes"] == routes and r["log_level"] == level)
+def run_for(cost, routes, level, archive=False):
+    return next(r for r in cost["runs"]
+                if r["routes"] == routes and r["log_level"] == level and r.get("archive", False) == archive)
+
+
+def name(run):
+    return run["routes_name"] + (" + archive" if run.get("archive") else "")
 
 
 def cost_table(cost, label, platform):
@@ -140,54 +152,65 @@ def cost_table(cost, label, platform):
         items, _ = per_webhook_items(run, "url", platform)
         url_total = sum(items.values())
         http_total = url_total + price("http_api_request")
-        totals[(run["routes"], run["log_level"])] = (url_total * 1e6, http_total * 1e6)
+        if not run.get("archive"):
+            totals[(run["routes"], run["log_level"])] = (url_total * 1e6, http_total * 1e6)
         cells = [money(items.get(i, 0.0) * 1e6) for i in ITEMS]
         cells[0] = "$0 / $1.00"
-        rows.append(f"| {run['routes_name']} | {run['log_level']} | " + " | ".join(cells)
+        rows.append(f"| {name(run)} | {run['log_level']} | " + " | ".join(cells)
                     + f" | **{money(url_total * 1e6)}** | **{money(http_total * 1e6)}** |")
     return "\n".join(rows), totals
 
 
 def counts_table(cost):
-    runs = [r for r in cost["runs"] if r["log_level"] == "info"]
+    runs = [r for r in cost["runs"] if r["log_level"] == "info" and (not r.get("archive") or r["routes"] == "sqs")]
     keys = sorted({k for r in runs for k in requests_per_webhook(r)})
-    rows = ["| requests per webhook | " + " | ".join(r["routes_name"] for r in runs) + " |",
+    rows = ["| requests per webhook | " + " | ".join(name(r) for r in runs) + " |",
             "|---|" + "--:|" * len(runs)]
     for key in keys:
         rows.append(f"| {key} | " + " | ".join(f"{requests_per_webhook(r).get(key, 0):.2f}" for r in runs) + " |")
     for level in ("info", "warn"):
         cells = []
         for r in runs:
-            r = run_for(cost, r["routes"], level)
-            n = r["webhooks"]
+            found = [x for x in cost["runs"] if x["routes"] == r["routes"] and x["log_level"] == level
+                     and x.get("archive", False) == r.get("archive", False)]
+            if not found:
+                cells.append("—")
+                continue
+            r, n = found[0], found[0]["webhooks"]
             cells.append(f"{r['ingest']['log_bytes'] / n:,.0f} + {r['router']['log_bytes'] / n:,.0f}")
         rows.append(f"| log bytes per webhook at {level}, ingest + router (before platform lines) | " + " | ".join(cells) + " |")
     cells = [f"{billed_ms(r['ingest'])} + {billed_ms(r['router'])}" for r in runs]
     rows.append("| billed ms per invocation, ingest + router batch | " + " | ".join(cells) + " |")
+    cells = [f"{r.get('archived_bytes', 0) / r['webhooks']:,.0f}" if r.get("archive") else "—" for r in runs]
+    rows.append("| archive bytes stored per webhook (as moto's Firehose wrote them) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 def alarm_metrics(path=TEMPLATE_PATH):
-    """Billed alarm metrics in the template: one per alarm on a single
-    metric, one per MetricStat in a metric-math alarm."""
+    """Billed alarm metrics in the template, by alarm: one per alarm on a
+    single metric, one per MetricStat in a metric-math alarm; with the
+    condition the alarm is created under, if any."""
     text = open(path).read()
-    blocks = re.split(r"\n  (?=\w[\w]*:\n)", text)
     alarms = {}
-    for block in blocks:
+    for block in re.split(r"\n  (?=\w+:\n)", text):
         if "Type: AWS::CloudWatch::Alarm" in block:
             name = block.split(":", 1)[0].strip()
-            alarms[name] = max(1, block.count("MetricStat:"))
+            condition = re.search(r"^    Condition: (\w+)", block, re.M)
+            alarms[name] = (max(1, block.count("MetricStat:")), condition.group(1) if condition else None)
     return alarms
 
 
 def monthly(cost, platform, level="info"):
-    """(idle items, 100,000-webhook items) in dollars per month."""
+    """(idle items, 100,000-webhook items, metrics) in dollars per month;
+    the archive's items apart, when the run counted it."""
     run = run_for(cost, "sqs", level)
     items, log_bytes = per_webhook_items(run, "url", platform)
     alarms = alarm_metrics()
+    always = {a: m for a, (m, condition) in alarms.items() if condition is None}
+    archive_alarms = sum(m for m, condition in alarms.values() if condition == "ArchiveOn")
     idle = {
         "secret": price("secret_month"),
-        f"alarms ({sum(alarms.values())} alarm metrics in {len(alarms)} alarms)": sum(alarms.values()) * price("alarm_metric_month"),
+        f"alarms ({sum(always.values())} alarm metrics in {len(always)} alarms)": sum(always.values()) * price("alarm_metric_month"),
         f"event source's empty receives ({POLLERS} long polls of {LONG_POLL_S} s)": POLLERS * MONTH_S / LONG_POLL_S * price("sqs_standard_request"),
         "custom metrics": 0.0,
     }
@@ -197,16 +220,29 @@ def monthly(cost, platform, level="info"):
     busy[f"{TEAM_WEBHOOKS:,} webhooks through a function URL"] = sum(items.values()) * TEAM_WEBHOOKS
     gb = log_bytes * TEAM_WEBHOOKS / 1e9
     busy["log storage (30 days, uncompressed upper bound)"] = gb * price("logs_storage_gb_month")
+    archived = [r for r in cost["runs"] if r["routes"] == "sqs" and r["log_level"] == level and r.get("archive")]
+    if archived:
+        label = f"archive, apart: its {archive_alarms} alarms, Firehose, S3 PUTs and {ARCHIVE_RETENTION_MONTHS:.0f} months of storage"
+        idle[label] = archive_alarms * price("alarm_metric_month")
+        with_archive, _ = per_webhook_items(archived[0], "url", platform)
+        puts = MONTH_S / ARCHIVE_BUFFER_S * price("s3_put")
+        busy[label] = idle[label] + with_archive.get("archive", 0.0) * TEAM_WEBHOOKS + puts
     return idle, busy, metrics
 
 
 def monthly_table(cost, label, platform):
     idle, busy, metrics = monthly(cost, platform)
+    apart = [item for item in busy if item.startswith("archive")]
+    base = lambda items: sum(v for k, v in items.items() if k not in apart)
     rows = [f"| {label}: per month | idle (nothing received) | {TEAM_WEBHOOKS:,} webhooks |", "|---|--:|--:|"]
     for item in busy:
-        rows.append(f"| {item} | {money(idle.get(item, 0.0))} | {money(busy[item])} |")
-    rows.append(f"| **total** | **{money(sum(idle.values()))}** | **{money(sum(busy.values()))}** |")
-    return "\n".join(rows), sum(busy.values()), metrics
+        if item not in apart:
+            rows.append(f"| {item} | {money(idle.get(item, 0.0))} | {money(busy[item])} |")
+    rows.append(f"| **total** | **{money(base(idle))}** | **{money(base(busy))}** |")
+    for item in apart:
+        rows.append(f"| {item} | {money(idle[item])} | {money(busy[item])} |")
+        rows.append(f"| total with the archive | {money(sum(idle.values()))} | {money(sum(busy.values()))} |")
+    return "\n".join(rows), base(busy), metrics
 
 
 def section(cost, before=None):
@@ -287,8 +323,9 @@ def section(cost, before=None):
         "Insights query over the `routed` lines (docs/operations.md). Assumed, not counted: Lambda's SQS event "
         f"source keeps {POLLERS} long polls of {LONG_POLL_S} s going on an idle queue; the secret is read once per "
         "cold start ($0.05 per 10,000 reads, a few cents at most); log storage is priced uncompressed, an upper "
-        "bound; the idempotency table's and the queues' storage round to nothing. The archive (Firehose) is not "
-        "in these figures.")
+        "bound; the idempotency table's and the queues' storage round to nothing. The archive is apart: Firehose bills "
+        "each record as 5 KB, S3 a PUT per buffer (at most one per 300 s) and storage for ArchiveRetentionDays "
+        "(400), here of the bytes moto's Firehose wrote, uncompressed, where the stream gzips them: an upper bound.")
     out.append("")
     b_url = before_totals[("sqs", "info")][0] if before else None
     before_figures = f" (before: {money(b_url)} and {money(before_totals[('sqs', 'info')][1])})" if before else ""

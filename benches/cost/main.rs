@@ -13,7 +13,9 @@
 //! CPU time, and the distinct CloudWatch metrics the EMF lines publish.
 //!
 //! Route tables: one SQS destination, fan-out to three, one FIFO queue, one
-//! EventBridge bus; each at `RUST_LOG=info` (the default) and `warn`.
+//! EventBridge bus; each at `RUST_LOG=info` (the default) and `warn`, and
+//! at `info` with the archive on (a Firehose stream on moto, which writes
+//! to S3 at once: the bytes it stored are counted too).
 //! Writes the counts to `$BENCH_DIR/cost.json`; `scripts/cost_report.py`
 //! multiplies them by the prices in `benches/cost/prices.json`.
 
@@ -254,8 +256,9 @@ async fn destinations(routes: Routes) -> (String, Vec<String>) {
     }
 }
 
-/// One run: `webhooks` through ingest and the router with `routes` at `level`.
-async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value {
+/// One run: `webhooks` through ingest and the router with `routes` at
+/// `level`, archived when `archive` says.
+async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: usize) -> Value {
     let sqs = support::sqs_client();
     let (ingest_queue, dlq) = support::create_queue_with_dlq(&sqs, "cost-ingest", 5).await;
     let table = support::create_idempotency_table(&support::dynamodb_client()).await;
@@ -285,18 +288,20 @@ async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value 
             ("QUEUE_URL", ingest_queue.clone()),
         ],
     );
-    let router = Function::start(
-        &dir.join("router"),
-        "router",
-        &[
-            ("AWS_ENDPOINT_URL", router_proxy.url.clone()),
-            ("RUST_LOG", level.to_owned()),
-            ("ROUTES", route_table),
-            ("IDEMPOTENCY_TABLE", table),
-            ("DEAD_LETTER_QUEUE_URL", dlq),
-            ("MAX_RECEIVE_COUNT", "5".to_owned()),
-        ],
-    );
+    let s3 = support::s3_client();
+    let archive_stream = if archive { Some(support::create_archive_stream(&s3).await) } else { None };
+    let mut router_env = vec![
+        ("AWS_ENDPOINT_URL", router_proxy.url.clone()),
+        ("RUST_LOG", level.to_owned()),
+        ("ROUTES", route_table),
+        ("IDEMPOTENCY_TABLE", table),
+        ("DEAD_LETTER_QUEUE_URL", dlq),
+        ("MAX_RECEIVE_COUNT", "5".to_owned()),
+    ];
+    if let Some((_, stream)) = &archive_stream {
+        router_env.push(("ARCHIVE_STREAM", stream.clone()));
+    }
+    let router = Function::start(&dir.join("router"), "router", &router_env);
     let mut metrics = BTreeSet::new();
     let (mut ingest_usage, mut router_usage) = (Usage::default(), Usage::default());
     ingest_usage.init_log_bytes = ingest.take_lines().iter().map(|l| l.len() + 1).sum();
@@ -378,6 +383,12 @@ async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value 
         assert_eq!(arrived.len(), webhooks, "{}: every webhook delivered once to {queue}", routes.name());
     }
 
+    let mut archived_bytes = 0;
+    if let Some((bucket, _)) = &archive_stream {
+        let listed = s3.list_objects_v2().bucket(bucket).send().await.expect("the archive bucket");
+        archived_bytes = listed.contents().iter().filter_map(|o| o.size()).sum::<i64>();
+        assert!(archived_bytes > 0, "the archive holds the webhooks");
+    }
     let calls = |caller: &str, calls: &[proxy::Call]| -> Vec<Value> {
         CountingProxy::summary(calls)
             .into_iter()
@@ -393,8 +404,9 @@ async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value 
     let mut init = calls("ingest", &init_calls.0);
     init.extend(calls("router", &init_calls.1));
     println!(
-        "cost {:<28} {level:>4}: ingest {:>6.0} B/webhook of logs, router {:>6.0} B/webhook; {} kinds of request",
+        "cost {:<28} {level:>4}{}: ingest {:>6.0} B/webhook of logs, router {:>6.0} B/webhook; {} kinds of request",
         routes.name(),
+        if archive { " +archive" } else { "" },
         ingest_usage.log_bytes as f64 / webhooks as f64,
         router_usage.log_bytes as f64 / webhooks as f64,
         requests.len()
@@ -403,6 +415,8 @@ async fn run(dir: &Path, routes: Routes, level: &str, webhooks: usize) -> Value 
         "routes": routes.key(),
         "routes_name": routes.name(),
         "log_level": level,
+        "archive": archive,
+        "archived_bytes": archived_bytes,
         "webhooks": webhooks,
         "body_bytes": BODY_BYTES,
         "ingest": ingest_usage.json(),
@@ -444,8 +458,8 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
     let mut runs = Vec::new();
     for routes in Routes::ALL {
-        for level in ["info", "warn"] {
-            runs.push(runtime.block_on(run(&dir, routes, level, webhooks)));
+        for (level, archive) in [("info", false), ("warn", false), ("info", true)] {
+            runs.push(runtime.block_on(run(&dir, routes, level, archive, webhooks)));
         }
     }
     std::fs::create_dir_all(&out).expect("a writable target directory");
