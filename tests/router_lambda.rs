@@ -579,3 +579,46 @@ async fn one_batch_send_per_destination_and_an_entry_sqs_refuses_fails_only_its_
     assert!(failed_ids(&handler.handle(batch(retry)).await).is_empty());
     assert_eq!(*batches.lock().unwrap(), [all, vec!["msg_4".to_owned()]], "the retry sends the refused one alone");
 }
+
+#[tokio::test]
+async fn in_dynamodb_a_wave_is_remembered_in_one_write_and_a_crashed_delivery_is_claimed_again() {
+    let sqs = sqs_client();
+    let dynamodb = dynamodb_client();
+    let table = create_idempotency_table(&dynamodb).await;
+    let queue = create_queue(&sqs, "wave").await;
+    let store = || DynamoSeen::new(dynamodb.clone(), &table, DEFAULT_TTL, DEFAULT_LEASE);
+    let routes = format!("*={queue}");
+    let body = |n: usize| format!(r#"{{"eventType":"document.updated.v2","id":"doc-{n}"}}"#);
+    let records = || (0..10).map(|n| record(&format!("msg_wave_{n}"), body(n).as_bytes())).collect::<Vec<_>>();
+
+    let container_a = handler_with(&routes, destinations(), store());
+    assert!(failed_ids(&container_a.handle(batch(records())).await).is_empty());
+    let items = dynamodb.scan().table_name(&table).send().await.unwrap().items.unwrap_or_default();
+    let done: Vec<_> = items.iter().filter(|item| item["key"].as_s().unwrap().starts_with("done/")).collect();
+    assert_eq!((items.len(), done.len()), (11, 1), "ten claims, and one item for the wave's completions");
+    assert_eq!(done[0]["keys"].as_ss().unwrap().len(), 10);
+
+    let container_b = handler_with(&routes, destinations(), store());
+    assert!(failed_ids(&container_b.handle(batch(records())).await).is_empty());
+    assert_eq!(drain(&sqs, &queue, 10).await.len(), 10, "once each: the copies found the wave's done item");
+
+    // A router claimed msg_crashed and died before delivering it: no done
+    // item lists it, so a copy claims it again and delivers it.
+    let key = format!("nectar/msg_crashed/{queue}");
+    let claim = store().claim(&key).await.unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    assert_eq!(store().claim(&key).await.unwrap(), Claim::InProgress, "while its lease lasts");
+    // Its lease runs out.
+    dynamodb
+        .update_item()
+        .table_name(&table)
+        .key("key", aws_sdk_dynamodb::types::AttributeValue::S(key.clone()))
+        .update_expression("SET lease_until = :past")
+        .expression_attribute_values(":past", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(failed_ids(&container_b.handle(batch(vec![record("msg_crashed", body(99).as_bytes())])).await).is_empty());
+    let arrived = drain(&sqs, &queue, 1).await;
+    assert_eq!(arrived.iter().map(|m| attribute(m, ATTR_ID).unwrap()).collect::<Vec<_>>(), ["msg_crashed"]);
+}

@@ -544,7 +544,17 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 plan.destinations.iter().map(move |d| (p, d, idempotency_key(&self.key_scope, &plan.envelope, d)))
             })
             .collect();
-        let claims = join_all(keys.iter().map(|(_, _, key)| self.seen.claim(key))).await;
+        let owner = match Lease::new() {
+            Ok(owner) => owner,
+            Err(err) => {
+                let reason = err.to_string();
+                return plans
+                    .iter()
+                    .map(|_| Err(RecordError::Store(StoreError::Unavailable(reason.clone()))))
+                    .collect();
+            }
+        };
+        let claims = join_all(keys.iter().map(|(_, _, key)| self.seen.claim_as(key, &owner))).await;
         let mut tally: Vec<Tally> = plans.iter().map(|_| Tally::default()).collect();
         let mut leases: Vec<Option<Lease>> = Vec::with_capacity(keys.len());
         for ((p, destination, _), claim) in keys.iter().zip(claims) {
@@ -586,13 +596,21 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 results[k] = Some(result);
             }
         }
-        let settling = keys.iter().zip(&leases).zip(results).map(|(((p, destination, key), lease), result)| {
-            self.settle(&plans[*p].envelope, destination, key, lease.as_ref(), result)
-        });
-        for ((p, _, _), settled) in keys.iter().zip(join_all(settling).await) {
+        let settling = keys
+            .iter()
+            .zip(&leases)
+            .zip(results)
+            .map(|(((_, destination, key), lease), result)| self.settle(destination, key, lease.as_ref(), result));
+        let mut delivered = Vec::new();
+        for (k, settled) in join_all(settling).await.into_iter().enumerate() {
+            let (p, destination, key) = &keys[k];
             let tally = &mut tally[*p];
             match settled {
-                Settled::Delivered => tally.delivered += 1,
+                Settled::Delivered => {
+                    tally.delivered += 1;
+                    let lease = leases[k].clone().expect("a delivered key was claimed");
+                    delivered.push((key.clone(), lease, plans[*p].envelope.id.as_str(), *destination));
+                }
                 Settled::Failed(failure) => tally.failures.push(failure),
                 Settled::StoreFailed(err) => {
                     tally.store.get_or_insert(err);
@@ -600,6 +618,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                 Settled::Untouched => {}
             }
         }
+        self.remember_delivered(delivered).await;
         plans
             .iter()
             .zip(tally)
@@ -624,10 +643,10 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             .collect()
     }
 
-    /// Completes a claimed key that was delivered, releases one that was not.
+    /// Releases a claimed key that was not delivered; one that was is
+    /// completed with the rest of its wave ([`Self::remember_delivered`]).
     async fn settle(
         &self,
-        envelope: &Envelope,
         destination: &Destination,
         key: &str,
         lease: Option<&Lease>,
@@ -635,10 +654,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     ) -> Settled {
         let Some(lease) = lease else { return Settled::Untouched };
         match result {
-            Some(Ok(())) => {
-                self.remember_delivered(envelope, destination, key, lease).await;
-                Settled::Delivered
-            }
+            Some(Ok(())) => Settled::Delivered,
             Some(Err(err)) => match self.seen.release(key, lease).await {
                 Ok(()) => Settled::Failed(format!("{destination}: {err}")),
                 Err(store) => Settled::StoreFailed(store),
@@ -733,29 +749,41 @@ fn held_back(ready: Ready, reason: &str) -> Failure {
 }
 
 impl<D, S: SeenStore> Router<D, S> {
-    /// Completes a delivered key, trying [`COMPLETE_ATTEMPTS`] times. The
-    /// delivery happened, so it counts as delivered even if completing keeps
-    /// failing: reporting the record failed would have this router deliver it
-    /// again on the retry. What is left is a window: the key stays claimed
-    /// (`delivering`) until its lease ends ([`crate::core::dedup::DEFAULT_LEASE`]
-    /// after the claim); a copy of the webhook arriving before then finds the
-    /// delivery under way and is retried, but one arriving after it (a
-    /// retry of such a copy, a later re-send) is delivered a second time.
-    async fn remember_delivered(&self, envelope: &Envelope, destination: &Destination, key: &str, lease: &Lease) {
+    /// Completes a wave's delivered keys together ([`SeenStore::complete_all`]:
+    /// one write for the wave in DynamoDB), each with its webhook and
+    /// destination, trying [`COMPLETE_ATTEMPTS`] times. A delivery happened,
+    /// so it counts as delivered even if completing keeps failing: reporting
+    /// the record failed would have this router deliver it again on the
+    /// retry. What is left is a window: the key stays claimed (`delivering`)
+    /// until its lease ends ([`crate::core::dedup::DEFAULT_LEASE`] after the
+    /// claim); a copy of the webhook arriving before then finds the delivery
+    /// under way and is retried, but one arriving after it (a retry of such
+    /// a copy, a later re-send) is delivered a second time.
+    async fn remember_delivered(&self, delivered: Vec<(String, Lease, &str, &Destination)>) {
+        let mut pending: Vec<usize> = (0..delivered.len()).collect();
         for attempt in 1..=COMPLETE_ATTEMPTS {
-            match self.seen.complete(key, lease).await {
-                Ok(()) => return,
-                Err(err @ StoreError::LeaseLost(_)) => {
-                    error!(webhook_id = %envelope.id, %destination, error = %err,
-                        "delivered after the claim expired; another delivery may duplicate it");
-                    return;
-                }
-                Err(err) if attempt < COMPLETE_ATTEMPTS => {
-                    warn!(webhook_id = %envelope.id, %destination, attempt, error = %err, "delivered; completing again");
-                }
-                Err(err) => error!(webhook_id = %envelope.id, %destination, error = %err,
-                    "delivered, but not remembered; a copy arriving after the claim's lease may be delivered again"),
+            if pending.is_empty() {
+                return;
             }
+            let done: Vec<(String, Lease)> =
+                pending.iter().map(|&i| (delivered[i].0.clone(), delivered[i].1.clone())).collect();
+            let results = self.seen.complete_all(&done).await;
+            let mut again = Vec::new();
+            for (&i, result) in pending.iter().zip(results) {
+                let (_, _, webhook_id, destination) = &delivered[i];
+                match result {
+                    Ok(()) => {}
+                    Err(err @ StoreError::LeaseLost(_)) => error!(webhook_id, %destination, error = %err,
+                        "delivered after the claim expired; another delivery may duplicate it"),
+                    Err(err) if attempt < COMPLETE_ATTEMPTS => {
+                        warn!(webhook_id, %destination, attempt, error = %err, "delivered; completing again");
+                        again.push(i);
+                    }
+                    Err(err) => error!(webhook_id, %destination, error = %err,
+                        "delivered, but not remembered; a copy arriving after the claim's lease may be delivered again"),
+                }
+            }
+            pending = again;
         }
     }
 
