@@ -126,6 +126,11 @@ ITEMS = ["entry", "Lambda requests", "Lambda duration", "SQS: ingest queue", "SQ
          "SQS: destinations", "EventBridge", "DynamoDB", "logs", "archive"]
 
 
+def log_bytes_per_webhook(cost, routes="sqs", level="info"):
+    run = run_for(cost, routes, level)
+    return (run["ingest"]["log_bytes"] + run["router"]["log_bytes"]) / run["webhooks"]
+
+
 def items_for(cost, routes, item, platform, level="info"):
     """One item's dollars per million webhooks in one run."""
     return per_webhook_items(run_for(cost, routes, level), "url", platform)[0].get(item, 0.0) * 1e6
@@ -282,24 +287,28 @@ def section(cost, before=None):
     out.append(
         f"Goal, one SQS destination with once-per-destination kept, default log level: through a function URL at most "
         f"$1.50: {money(url)} ({verdict(url, goal_url)}); through the HTTP API at most $2.50: {money(http)} "
-        f"({verdict(http, goal_http)}).")
+        f"({verdict(http, goal_http)}). At `LogLevel` `warn`: {money(totals[('sqs', 'warn')][0])} "
+        f"({verdict(totals[('sqs', 'warn')][0], goal_url)}) and {money(totals[('sqs', 'warn')][1])} "
+        f"({verdict(totals[('sqs', 'warn')][1], goal_http)}).")
     out.append("")
     items, _ = per_webhook_items(run_for(cost, "sqs", "info"), "url", platform)
     dynamo = items.get("DynamoDB", 0) * 1e6
     logs = items.get("logs", 0) * 1e6
     out.append(
-        f"Where it stands: the three cuts (batched sends, one line per webhook with no platform records, no custom "
-        f"metric for what AWS counts) took {money(before_totals[('sqs', 'info')][0] - url) if before else '?'} off. "
-        f"What is left is mostly fixed: the ingest SendMessage ($0.40), the Lambda requests ($0.22) and the "
-        f"idempotency table's two conditional writes per webhook ({money(dynamo)}): the claim, before delivering, "
-        f"and the completion, after. Both are needed for once per destination without losing anything: without the "
-        f"claim two copies in flight at once are both delivered, and without the completion a copy arriving after "
-        f"the claim's lease (a Svix resend, a DLQ redrive) cannot tell a delivery that happened from one that "
-        f"crashed, so it must either deliver again or risk losing the webhook. Without the table the pipeline would "
-        f"cost {money(url - dynamo)} through a function URL; the logs are {money(logs)} at `info` and nothing at "
-        f"`warn` (`LogLevel`). The fan-out still pays two writes per destination ({money(items_for(cost, 'fanout3', 'DynamoDB', platform))} "
-        "for three): one item per webhook covering all its destinations would make that two writes in all; "
-        "not built yet.")
+        f"Where it stands: the cuts (batched sends; the idempotency table's completions written once per wave, not "
+        f"per key; one log line per webhook, no platform records; no custom metric for what AWS counts) took "
+        f"{money(before_totals[('sqs', 'info')][0] - url) if before else '?'} off. What is left is mostly fixed: the "
+        f"ingest SendMessage ($0.40), the Lambda requests ($0.22) and the idempotency table ({money(dynamo)}): one "
+        f"conditional write per key before delivering (the claim), and one item per wave listing what it delivered. "
+        f"Both stay, for once per destination without losing anything: without the claim two copies in flight at "
+        f"once are both delivered, and without the completion a copy arriving after the claim's lease (a Svix "
+        f"resend, a DLQ redrive) cannot tell a delivery that happened from one that crashed, so it must either "
+        f"deliver again or risk losing the webhook. The logs are {money(logs)} at `info`, the default: one line "
+        f"per webhook per function, about {log_bytes_per_webhook(cost):,.0f} bytes in all, is more than the goal "
+        f"leaves; at `warn` (`LogLevel`) they are nothing and the totals {money(totals[('sqs', 'warn')][0])} and "
+        f"{money(totals[('sqs', 'warn')][1])}. The fan-out still pays one claim per destination "
+        f"({money(items_for(cost, 'fanout3', 'DynamoDB', platform))} for three): one item per webhook covering all "
+        "its destinations would make that one; not built.")
     out.append("")
     out.append("### A team's month")
     out.append("")
@@ -331,8 +340,10 @@ def section(cost, before=None):
     before_figures = f" (before: {money(b_url)} and {money(before_totals[('sqs', 'info')][1])})" if before else ""
     headline = (
         f"Cost, the whole pipeline to one SQS queue, counted: {money(url)} per million webhooks through a function "
-        f"URL, {money(http)} through the HTTP API{before_figures} (goals $1.50 and $2.50: {verdict(url, goal_url)}, "
-        f"{verdict(http, goal_http)}); a team's {TEAM_WEBHOOKS:,}-webhook month {money(month)} with alarms "
+        f"URL, {money(http)} through the HTTP API{before_figures} at the default log level (goals $1.50 and $2.50: "
+        f"{verdict(url, goal_url)}, {verdict(http, goal_http)}; at `warn` {money(totals[('sqs', 'warn')][0])} and "
+        f"{money(totals[('sqs', 'warn')][1])}: {verdict(totals[('sqs', 'warn')][0], goal_url)}, "
+        f"{verdict(totals[('sqs', 'warn')][1], goal_http)}); a team's {TEAM_WEBHOOKS:,}-webhook month {money(month)} with alarms "
         f"(goal $2.00: {verdict(month, 2.00)}; section 6).")
     return "\n".join(out), headline
 
