@@ -14,6 +14,8 @@ import platform
 import subprocess
 import sys
 
+import cost_report
+
 BENCH = os.environ.get("BENCH_DIR", os.path.join("target", "bench"))
 
 SIZES = ["1KiB", "16KiB", "256KiB", "1MiB"]
@@ -521,7 +523,7 @@ def section_cost(ingest_us, memory):
     http_ratio, url_ratio = cost(http, billed) / floor, cost(url, billed) / floor
     http_ok, url_ok = http_ratio <= 1.15, url_ratio < 1
     out = [
-        "## 6. Cost per million webhooks",
+        "### The ingest path alone, on paper, against the floor",
         "",
         "On paper, from the figures above and list prices (us-east-1, first tier, free tiers ignored, as last "
         "known, late 2025; check before relying on them): Lambda arm64 $0.0000133334 per GB-s and $0.20 per "
@@ -563,12 +565,15 @@ def section_cost(ingest_us, memory):
         "these lines and their cost.",
         "",
     ]
-    HEADLINES.append(
-        f"Cost per million webhooks: ×{http_ratio:.3f} the direct HTTP API → SQS floor through HTTP API at "
-        f"{billed} ms billed ({verdict(http_ok, f'{(http_ratio - 1.15) * 100:.1f} points')}), ×{url_ratio:.2f} "
-        f"through a function URL ({verdict(url_ok)}); logs extra (section 6)."
-    )
     return out, http_ok, url_ok
+
+
+def section_whole_pipeline():
+    """Section 6's counted whole-pipeline cost (scripts/cost_report.py), with its headline."""
+    before = cost_report.load(cost_report.BEFORE_PATH)
+    text, headline = cost_report.section(load("cost"), before)
+    HEADLINES.append(headline)
+    return text.split("\n") + [""]
 
 
 def main():
@@ -578,7 +583,8 @@ def main():
     verify_out, _ = section_verify(m)
     ingest_out, router_out = section_ingest(), section_router()
     process_out, _, memory, *_ = section_process(process, arm64)
-    cost_out, *_ = section_cost(memory["ingest"]["mean_invocation_us"], memory)
+    cost_out = section_whole_pipeline()
+    cost_out += section_cost(memory["ingest"]["mean_invocation_us"], memory)[0]
     budget_out = section_time_budget()
     local_out = section_local_durable()
     head = [

@@ -1,10 +1,13 @@
 //! Log set-up. In Lambda: one flat JSON object per line (CloudWatch's JSON
-//! log format) carrying the invocation's `requestId`, plus CloudWatch
-//! metrics as Embedded Metric Format lines ([`crate::adapters::metrics`]).
-//! On a terminal: compact text on stderr. `RUST_LOG` filters the log lines
-//! (default `info`), never the metrics.
+//! log format) carrying the invocation's `requestId`; the line that records
+//! a webhook's outcome also carries its CloudWatch metrics, if any, in
+//! Embedded Metric Format ([`crate::adapters::metrics`]), so each webhook
+//! costs one line per function. On a terminal: compact text on stderr.
+//! `RUST_LOG` filters the lines (default `info`); at `warn` a webhook that
+//! went well writes nothing, and every failure still writes its line and
+//! metric.
 
-use crate::adapters::metrics::{self, EmfLayer, FieldValues};
+use crate::adapters::metrics::{self, FieldValues};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::io::IsTerminal as _;
@@ -20,31 +23,33 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// For the Lambda functions: JSON log lines and EMF metrics on stdout.
+/// For the Lambda functions: JSON log lines, with their metrics, on stdout,
+/// for the function named by `AWS_LAMBDA_FUNCTION_NAME`.
 pub fn init_lambda() {
-    lambda_subscriber(filter(), std::io::stdout, EmfLayer::stdout()).init();
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned());
+    lambda_subscriber(filter(), function, std::io::stdout).init();
 }
 
-/// The Lambda functions' subscriber: log lines filtered by `filter` and
-/// written to `logs`, and metrics from every event of this crate.
+/// The Lambda functions' subscriber: lines filtered by `filter` and written
+/// to `logs`, with the metrics of `function`.
 ///
-/// A log line is one JSON object: `timestamp`, `level`, `message`, the
-/// event's fields (`webhook_id`, `event_type`, `route`, `reason`, …), and the
-/// fields of the spans it happened in. `lambda_runtime` runs each invocation
-/// in a span `Lambda runtime invoke` with `requestId` (and `xrayTraceId`
-/// when traced), so every line of an invocation carries them at the top
-/// level, as Lambda's own JSON log records do.
-pub fn lambda_subscriber<L, M>(filter: EnvFilter, logs: L, metrics: EmfLayer<M>) -> impl Subscriber + Send + Sync
+/// A line is one JSON object: `timestamp`, `level`, `message`, the event's
+/// fields (`webhook_id`, `event_type`, `route`, `reason`, …), and the fields
+/// of the spans it happened in. `lambda_runtime` runs each invocation in a
+/// span `Lambda runtime invoke` with `requestId` (and `xrayTraceId` when
+/// traced), so every line of an invocation carries them at the top level, as
+/// Lambda's own JSON log records do. A line of this crate whose `outcome`
+/// counts a metric is also an EMF document (`Function`, the metric, `_aws`).
+pub fn lambda_subscriber<L>(filter: EnvFilter, function: impl Into<String>, logs: L) -> impl Subscriber + Send + Sync
 where
     L: for<'w> MakeWriter<'w> + Send + Sync + 'static,
-    M: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let log_lines = tracing_subscriber::fmt::layer()
+    let lines = tracing_subscriber::fmt::layer()
         .fmt_fields(JsonFields::new())
-        .event_format(FlatJson)
+        .event_format(FlatJson { function: function.into() })
         .with_writer(logs)
         .with_filter(filter);
-    tracing_subscriber::registry().with(log_lines).with(metrics.with_filter(metrics::filter()))
+    tracing_subscriber::registry().with(lines)
 }
 
 /// For the command-line tool: logs on stderr, so stdout carries only data;
@@ -56,8 +61,12 @@ pub fn init_local() {
 }
 
 /// Formats an event as one flat JSON object: the event's own fields win over
-/// its spans', and an inner span's over an outer one's.
-struct FlatJson;
+/// its spans', and an inner span's over an outer one's; this crate's
+/// outcome lines get their metrics.
+struct FlatJson {
+    /// The `Function` dimension of the metrics.
+    function: String,
+}
 
 impl<S> FormatEvent<S, JsonFields> for FlatJson
 where
@@ -83,7 +92,10 @@ where
         }
         let mut fields = FieldValues::default();
         event.record(&mut fields);
+        let ours = event.metadata().target().split("::").next() == Some(env!("CARGO_CRATE_NAME"));
+        let emf = ours.then(|| metrics::emf_fields(&self.function, &fields.0, unix_millis())).flatten();
         line.extend(fields.0);
+        line.extend(emf.into_iter().flatten());
         line.insert("timestamp".into(), Value::String(timestamp()));
         line.insert("level".into(), Value::String(event.metadata().level().as_str().to_owned()));
         line.entry("message").or_insert_with(|| Value::String(String::new()));
@@ -97,28 +109,30 @@ fn timestamp() -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+fn unix_millis() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapters::metrics::Captured;
-    use tracing::{debug, info, info_span, warn};
+    use serde_json::json;
+    use tracing::{debug, error, info, info_span, warn};
 
-    /// (log lines, EMF lines) written while `f` runs, logs filtered by `directives`.
-    fn captured(directives: &str, f: impl FnOnce()) -> (Vec<Value>, Vec<Value>) {
-        let (logs, emf) = (Captured::default(), Captured::default());
-        let (l, e) = (logs.clone(), emf.clone());
-        let subscriber = lambda_subscriber(
-            EnvFilter::new(directives),
-            move || l.clone(),
-            EmfLayer::new("ingest", move || e.clone()),
-        );
+    /// The lines written while `f` runs, filtered by `directives`.
+    fn captured(directives: &str, f: impl FnOnce()) -> Vec<Value> {
+        let logs = Captured::default();
+        let l = logs.clone();
+        let subscriber = lambda_subscriber(EnvFilter::new(directives), "ingest", move || l.clone());
         tracing::subscriber::with_default(subscriber, f);
-        (logs.lines(), emf.lines())
+        logs.lines()
     }
 
     #[test]
     fn every_line_of_an_invocation_carries_its_request_id_at_the_top_level() {
-        let (logs, emf) = captured("info", || {
+        let logs = captured("info", || {
             info!("before any invocation");
             let span = info_span!("Lambda runtime invoke", requestId = "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
             let _entered = span.enter();
@@ -139,31 +153,91 @@ mod tests {
         assert_eq!(queued["bytes"], 12);
         assert_eq!(queued["level"], "INFO");
         assert!(queued["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(queued.get("_aws").is_none(), "AWS counts queued webhooks for free");
         let rejected = &logs[2];
         assert_eq!(rejected["requestId"], "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
         assert_eq!(rejected["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793");
         assert_eq!(rejected["reason"], "signature_mismatch");
         assert_eq!(rejected["level"], "WARN");
-        assert_eq!(emf.len(), 2);
-        assert_eq!(emf[0]["Enqueued"], 1);
-        assert_eq!(emf[1]["Reason"], "signature_mismatch");
+        assert_eq!((rejected["Function"].clone(), rejected["Rejected"].clone()), (json!("ingest"), json!(1)));
+        assert_eq!(rejected["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Rejected");
     }
 
     #[test]
-    fn metrics_do_not_depend_on_the_log_filter() {
-        let (logs, emf) = captured("error", || info!(outcome = "queued", webhook_id = "msg_x", "webhook queued"));
-        assert!(logs.is_empty());
-        assert_eq!(emf.len(), 1);
-        assert_eq!(emf[0]["Function"], "ingest");
+    fn at_warn_a_webhook_that_went_well_writes_nothing_and_failures_keep_their_metrics() {
+        let logs = captured("warn", || {
+            info!(outcome = "queued", webhook_id = "msg_x", "webhook queued");
+            info!(outcome = "routed", webhook_id = "msg_x", delivered = 1usize, duplicates = 0usize, "webhook routed");
+            error!(outcome = "not_routed", webhook_id = "msg_y", error = "boom", "webhook not routed");
+        });
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert_eq!(logs[0]["DeliveryFailures"], 1);
+    }
+
+    #[test]
+    fn other_crates_lines_carry_no_metrics() {
+        let logs = captured("info", || info!(target: "aws_smithy_runtime", outcome = "rejected", "not ours"));
+        assert!(logs[0].get("_aws").is_none(), "{logs:?}");
     }
 
     #[test]
     fn the_event_fields_win_over_span_fields_of_the_same_name() {
-        let (logs, _) = captured("info", || {
+        let logs = captured("info", || {
             let span = info_span!("outer", webhook_id = "from_span", route = "*");
             span.in_scope(|| info!(webhook_id = "from_event", "routed"));
         });
         assert_eq!(logs[0]["webhook_id"], "from_event");
         assert_eq!(logs[0]["route"], "*");
+    }
+
+    /// A queue that takes everything, or refuses everything.
+    struct TestQueue(bool);
+
+    impl crate::core::queue::Queue for TestQueue {
+        async fn enqueue(
+            &self,
+            _: crate::core::envelope::QueueMessage,
+            _: crate::core::queue::Webhook<'_>,
+        ) -> Result<(), crate::core::queue::QueueError> {
+            if self.0 { Ok(()) } else { Err(crate::core::queue::QueueError("refused".into())) }
+        }
+    }
+
+    /// The metrics come from the code paths themselves, not from log lines
+    /// written for the test: ingest's accept, refuse and enqueue-failure
+    /// answers each write one line, with the metric of what went wrong.
+    #[test]
+    fn ingest_writes_one_line_per_webhook_with_the_metric_of_what_went_wrong() {
+        use crate::core::ingest::{IncomingRequest, Ingest, Limits};
+        let secret = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";
+        let config =
+            crate::config::IngestConfig::from_lookup(|n| (n == "WEBHOOK_SECRET").then(|| secret.into())).unwrap();
+        let clock = std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600));
+        let body = br#"{"eventType":"document.created.v2"}"#;
+        let signature = crate::core::verification::svix::sign(secret, "msg_m", 1_764_201_600, body).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("svix-id", "msg_m".parse().unwrap());
+        headers.insert("svix-timestamp", "1764201600".parse().unwrap());
+        headers.insert("svix-signature", signature.parse().unwrap());
+        let request = IncomingRequest {
+            method: &http::Method::POST,
+            path: "/webhooks/nectar",
+            headers: &headers,
+            body,
+            body_undecodable: false,
+        };
+        let unsigned = http::HeaderMap::new();
+        let metric = |queue_takes: bool, request: IncomingRequest<'_>| {
+            let ingest = Ingest::new(config.sources(), TestQueue(queue_takes), Limits::default(), clock.clone());
+            let lines = captured("info", || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+                runtime.block_on(ingest.respond(request, std::future::pending()));
+            });
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().map(str::to_owned)
+        };
+        assert_eq!(metric(true, request), None);
+        assert_eq!(metric(false, request).as_deref(), Some("EnqueueFailed"));
+        assert_eq!(metric(true, IncomingRequest { headers: &unsigned, ..request }).as_deref(), Some("Rejected"));
     }
 }

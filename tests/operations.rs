@@ -360,41 +360,47 @@ fn emf<'a>(lines: &'a [Value], metric: &str) -> Vec<&'a Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_ingest_lambda_logs_json_with_the_request_id_and_emits_metrics() {
+async fn the_ingest_lambda_logs_one_json_line_per_webhook_with_the_request_id_and_none_at_warn() {
     let client = sqs_client();
     let queue = create_queue(&client, "telemetry-ingest").await;
     let body = std::fs::read(project_dir().join("events/payloads/document.created.v2.json")).unwrap();
-    let signature = svix_headers(SAMPLE_SECRET, "msg_telemetry_1", now(), &body).remove(2).1;
-    let signed = Signed {
-        source: "nectar",
-        id: "msg_telemetry_1",
-        timestamp: now(),
-        signature: &signature,
-        body: &body,
-        base64_body: false,
+    let signed_event = |id: &str| {
+        let signature = svix_headers(SAMPLE_SECRET, id, now(), &body).remove(2).1;
+        Signed { source: "nectar", id, timestamp: now(), signature: &signature, body: &body, base64_body: false }
+            .http_v2(false)
     };
     let env = [("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str())];
     let request_id = "0f6d1a4e-telemetry-ingest";
     let (answer, lines) =
-        invoke_binary(env!("CARGO_BIN_EXE_ingest"), "nectar-ingest", &env, request_id, signed.http_v2(false)).await;
+        invoke_binary(env!("CARGO_BIN_EXE_ingest"), "nectar-ingest", &env, request_id, signed_event("msg_telemetry_1"))
+            .await;
     assert!(answer.starts_with("response ") && answer.contains("202"), "{answer}");
 
-    let queued: Vec<&Value> = lines.iter().filter(|l| l["message"] == "webhook queued").collect();
-    assert_eq!(queued.len(), 1, "{lines:#?}");
-    assert_eq!(queued[0]["requestId"], request_id);
-    assert_eq!(queued[0]["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1");
-    assert_eq!(queued[0]["webhook_id"], "msg_telemetry_1");
-    assert_eq!(queued[0]["level"], "INFO");
-    let metrics = emf(&lines, "Enqueued");
-    assert_eq!(metrics.len(), 1, "{lines:#?}");
-    assert_eq!(metrics[0]["Function"], "nectar-ingest");
-    assert_eq!(metrics[0]["Received"], 1);
-    assert_eq!(metrics[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NectarWebhooks");
-    assert_eq!(drain(&client, &queue, 1).await.len(), 1);
+    assert_eq!(lines.len(), 1, "one line for the webhook, nothing else: {lines:#?}");
+    let queued = &lines[0];
+    assert_eq!(queued["message"], "webhook queued");
+    assert_eq!(queued["requestId"], request_id);
+    assert_eq!(queued["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1");
+    assert_eq!(queued["webhook_id"], "msg_telemetry_1");
+    assert_eq!(queued["level"], "INFO");
+    assert!(queued.get("_aws").is_none(), "Lambda and SQS count accepted webhooks for free: {queued}");
+
+    let quiet = [("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str()), ("RUST_LOG", "warn")];
+    let (answer, lines) = invoke_binary(
+        env!("CARGO_BIN_EXE_ingest"),
+        "nectar-ingest",
+        &quiet,
+        request_id,
+        signed_event("msg_telemetry_2"),
+    )
+    .await;
+    assert!(answer.contains("202"), "{answer}");
+    assert!(lines.is_empty(), "at warn, a webhook that went well writes nothing: {lines:#?}");
+    assert_eq!(drain(&client, &queue, 2).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_router_lambda_logs_each_record_with_the_request_id_and_counts_routes_and_failures() {
+async fn the_router_lambda_logs_one_line_per_record_with_the_request_id_and_counts_failures() {
     let good = std::fs::read(project_dir().join("events/payloads/connection.updated.v2.json")).unwrap();
     let record = |id: &str, body: &[u8]| {
         Signed { source: "nectar", id, timestamp: now() - 3, signature: "v1,unused", body, base64_body: false }
@@ -411,12 +417,20 @@ async fn the_router_lambda_logs_each_record_with_the_request_id_and_counts_route
         assert!(!of_webhook.is_empty(), "{webhook}: {lines:#?}");
         assert!(of_webhook.iter().all(|l| l["requestId"] == request_id), "{of_webhook:#?}");
     }
-    let routed = emf(&lines, "Routed");
+    let routed: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "routed").collect();
     assert_eq!(routed.len(), 1, "{lines:#?}");
     assert_eq!(
-        (routed[0]["EventType"].clone(), routed[0]["Route"].clone()),
-        (json!("connection.updated.v2"), json!("connection.*"))
+        (routed[0]["event_type"].clone(), routed[0]["route"].clone()),
+        (json!("connection.updated.v2"), json!("connection.*")),
+        "the detail Logs Insights reads"
     );
-    assert!(routed[0]["EndToEndAge"].as_i64().unwrap() >= 3);
-    assert_eq!(emf(&lines, "DeliveryFailures").len(), 1, "{lines:#?}");
+    assert!(routed[0]["age_secs"].as_i64().unwrap() >= 3);
+    assert!(routed[0].get("_aws").is_none(), "no custom metric for what went right: {}", routed[0]);
+    let failures = emf(&lines, "DeliveryFailures");
+    assert_eq!(failures.len(), 1, "{lines:#?}");
+    assert_eq!(
+        (failures[0]["outcome"].clone(), failures[0]["Function"].clone()),
+        (json!("not_routed"), json!("nectar-router"))
+    );
+    assert_eq!(failures[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NectarWebhooks");
 }

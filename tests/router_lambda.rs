@@ -510,3 +510,115 @@ async fn with_fifo_queues_one_documents_events_arrive_in_order_across_batches() 
     let group = &dead[0].attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId];
     assert_eq!(group, "doc-poison", "the copy stays in its message group");
 }
+
+/// A scripted SQS (JSON protocol) whose `SendMessageBatch` refuses, once
+/// each, the entries whose body contains `REFUSE-ONCE`, and keeps every
+/// batch it was sent (the webhook ids of its entries); moto never refuses
+/// one entry of a batch.
+async fn refusing_sqs(batches: Arc<Mutex<Vec<Vec<String>>>>) -> String {
+    use axum::http::HeaderMap;
+    let refused = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (batches, refused) = (Arc::clone(&batches), Arc::clone(&refused));
+            async move {
+                let target = headers["x-amz-target"].to_str().unwrap();
+                assert_eq!(target, "AmazonSQS.SendMessageBatch", "the router sends in batches");
+                let input: Value = serde_json::from_str(&body).unwrap();
+                let entries = input["Entries"].as_array().unwrap();
+                let ids: Vec<String> = entries
+                    .iter()
+                    .map(|e| e["MessageAttributes"][ATTR_ID]["StringValue"].as_str().unwrap().to_owned())
+                    .collect();
+                batches.lock().unwrap().push(ids.clone());
+                let (mut successful, mut failed) = (Vec::new(), Vec::new());
+                for (entry, id) in entries.iter().zip(ids) {
+                    let refuse = entry["MessageBody"].as_str().unwrap().contains("REFUSE-ONCE")
+                        && refused.lock().unwrap().insert(id.clone());
+                    if refuse {
+                        failed.push(json!({"Id": entry["Id"], "SenderFault": false, "Code": "InternalError", "Message": "scripted refusal"}));
+                    } else {
+                        successful.push(json!({"Id": entry["Id"], "MessageId": format!("m-{id}"), "MD5OfMessageBody": "-"}));
+                    }
+                }
+                let output = json!({"Successful": successful, "Failed": failed});
+                ([("content-type", "application/x-amz-json-1.0")], output.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn one_batch_send_per_destination_and_an_entry_sqs_refuses_fails_only_its_record() {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let endpoint = refusing_sqs(Arc::clone(&batches)).await;
+    let queue = format!("{endpoint}/123456789012/destination");
+    let handler = handler_with(
+        &format!("*={queue}"),
+        Destinations::default().with_sqs(sqs_client_for(&endpoint)),
+        InMemorySeen::default(),
+    );
+    let body =
+        |n: usize, note: &str| format!(r#"{{"eventType":"document.updated.v2","id":"doc-{n}","note":"{note}"}}"#);
+    let records = || {
+        (0..10)
+            .map(|n| record(&format!("msg_{n}"), body(n, if n == 4 { "REFUSE-ONCE" } else { "" }).as_bytes()))
+            .collect::<Vec<_>>()
+    };
+    let response = handler.handle(batch(records())).await;
+    assert_eq!(failed_ids(&response), ["sqs-msg_4"], "only the refused entry's record");
+    let all: Vec<String> = (0..10).map(|n| format!("msg_{n}")).collect();
+    assert_eq!(*batches.lock().unwrap(), std::slice::from_ref(&all), "ten webhooks, one SendMessageBatch");
+
+    let retry = records().into_iter().filter(|r| r["messageId"] == "sqs-msg_4").collect();
+    assert!(failed_ids(&handler.handle(batch(retry)).await).is_empty());
+    assert_eq!(*batches.lock().unwrap(), [all, vec!["msg_4".to_owned()]], "the retry sends the refused one alone");
+}
+
+#[tokio::test]
+async fn in_dynamodb_a_wave_is_remembered_in_one_write_and_a_crashed_delivery_is_claimed_again() {
+    let sqs = sqs_client();
+    let dynamodb = dynamodb_client();
+    let table = create_idempotency_table(&dynamodb).await;
+    let queue = create_queue(&sqs, "wave").await;
+    let store = || DynamoSeen::new(dynamodb.clone(), &table, DEFAULT_TTL, DEFAULT_LEASE);
+    let routes = format!("*={queue}");
+    let body = |n: usize| format!(r#"{{"eventType":"document.updated.v2","id":"doc-{n}"}}"#);
+    let records = || (0..10).map(|n| record(&format!("msg_wave_{n}"), body(n).as_bytes())).collect::<Vec<_>>();
+
+    let container_a = handler_with(&routes, destinations(), store());
+    assert!(failed_ids(&container_a.handle(batch(records())).await).is_empty());
+    let items = dynamodb.scan().table_name(&table).send().await.unwrap().items.unwrap_or_default();
+    let done: Vec<_> = items.iter().filter(|item| item["key"].as_s().unwrap().starts_with("done/")).collect();
+    assert_eq!((items.len(), done.len()), (11, 1), "ten claims, and one item for the wave's completions");
+    assert_eq!(done[0]["keys"].as_ss().unwrap().len(), 10);
+
+    let container_b = handler_with(&routes, destinations(), store());
+    assert!(failed_ids(&container_b.handle(batch(records())).await).is_empty());
+    assert_eq!(drain(&sqs, &queue, 10).await.len(), 10, "once each: the copies found the wave's done item");
+
+    // A router claimed msg_crashed and died before delivering it: no done
+    // item lists it, so a copy claims it again and delivers it.
+    let key = format!("nectar/msg_crashed/{queue}");
+    let claim = store().claim(&key).await.unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    assert_eq!(store().claim(&key).await.unwrap(), Claim::InProgress, "while its lease lasts");
+    // Its lease runs out.
+    dynamodb
+        .update_item()
+        .table_name(&table)
+        .key("key", aws_sdk_dynamodb::types::AttributeValue::S(key.clone()))
+        .update_expression("SET lease_until = :past")
+        .expression_attribute_values(":past", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(failed_ids(&container_b.handle(batch(vec![record("msg_crashed", body(99).as_bytes())])).await).is_empty());
+    let arrived = drain(&sqs, &queue, 1).await;
+    assert_eq!(arrived.iter().map(|m| attribute(m, ATTR_ID).unwrap()).collect::<Vec<_>>(), ["msg_crashed"]);
+}

@@ -777,5 +777,26 @@ class TemplateInvariants(unittest.TestCase):
                         f"an archive failure must raise an alarm; alarms watch {sorted(map(str, alarmed))}")
 
 
+    def test_o_every_function_logs_one_line_per_webhook_and_no_platform_records(self):
+        """(o) Log volume, billed per byte (BENCHMARKS.md section 6): every function logs in JSON
+        with SystemLogLevel WARN, which drops Lambda's platform.start and platform.report records
+        (about 340 bytes an invocation, more than the function's own line), and takes RUST_LOG from
+        the LogLevel parameter: info (the default) or warn, nothing else."""
+        p = RAW.get("Parameters", {}).get("LogLevel")
+        self.assertIsNotNone(p, "no LogLevel parameter")
+        self.assertEqual(p.get("Default"), "info", "LogLevel Default")
+        self.assertEqual(sorted(p.get("AllowedValues", [])), ["info", "warn"], "LogLevel AllowedValues")
+        t = Template(RAW)
+        defaults = t.globals.get("Function", {})
+        for function in t.functions():
+            with self.subTest(function):
+                config = {**defaults.get("LoggingConfig", {}), **t.props(function).get("LoggingConfig", {})}
+                self.assertEqual(config.get("LogFormat"), "JSON", f"{function} LogFormat")
+                self.assertEqual(config.get("SystemLogLevel"), "WARN", f"{function} SystemLogLevel")
+                self.assertNotIn("ApplicationLogLevel", config, f"{function}: Lambda would filter the lines "
+                                 "itself; RUST_LOG does, and EMF lines must pass")
+                env = {**defaults.get("Environment", {}).get("Variables", {}), **t.env(function)}
+                self.assertEqual(env.get("RUST_LOG"), {"Ref": "LogLevel"}, f"{function} RUST_LOG")
+
 if __name__ == "__main__":
     sys.exit(run(TemplateInvariants))

@@ -171,9 +171,10 @@ fn aws_problem(call: &str, error: &(dyn std::error::Error + 'static)) -> (String
 
 impl Deliver for Destinations {
     async fn deliver(&self, destination: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+        let one = std::slice::from_ref(delivery);
         match destination {
-            Destination::Sqs(url) => self.to_sqs(url, destination.is_fifo_queue(), delivery).await,
-            Destination::EventBridge(bus) => self.to_eventbridge(bus, delivery).await,
+            Destination::Sqs(url) => only(self.to_sqs(url, destination.is_fifo_queue(), one).await),
+            Destination::EventBridge(bus) => only(self.to_eventbridge(bus, one).await),
             Destination::Handler(name) => {
                 let handler = self.handlers.get(name).ok_or_else(|| DeliveryError(format!("no handler {name:?}")))?;
                 let event = NectarEvent::parse(delivery.event_type, &delivery.envelope.body)
@@ -193,27 +194,64 @@ impl Deliver for Destinations {
             }
         }
     }
+
+    /// SQS queues and EventBridge buses take up to ten at a time
+    /// (`SendMessageBatch`, `PutEvents`), each refused entry failing only
+    /// its own delivery; the rest one by one.
+    async fn deliver_all(
+        &self,
+        destination: &Destination,
+        deliveries: &[Delivery<'_>],
+    ) -> Vec<Result<(), DeliveryError>> {
+        match destination {
+            Destination::Sqs(url) => self.to_sqs(url, destination.is_fifo_queue(), deliveries).await,
+            Destination::EventBridge(bus) => self.to_eventbridge(bus, deliveries).await,
+            _ => join_all(deliveries.iter().map(|delivery| self.deliver(destination, delivery))).await,
+        }
+    }
+}
+
+/// The one result of a batch of one.
+fn only(mut results: Vec<Result<(), DeliveryError>>) -> Result<(), DeliveryError> {
+    results.pop().unwrap_or_else(|| Err(DeliveryError("no result for the delivery".into())))
 }
 
 impl Destinations {
-    /// The payload as the message body, with the webhook's attributes; on a
+    /// Each payload as a message body, with the webhook's attributes; on a
     /// FIFO queue, grouped by resource (so one connection's or document's
-    /// events stay in order) and de-duplicated by webhook id.
-    async fn to_sqs(&self, url: &str, fifo: bool, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
-        let client = self.sqs.as_ref().ok_or_else(|| DeliveryError("no SQS client configured".into()))?;
-        let mut message = delivery.envelope.to_queue_message();
-        message.attributes.push((ATTR_EVENT_TYPE, delivery.event_type.to_owned()));
-        message.attributes.push((ATTR_ROUTE, delivery.route.to_owned()));
-        let fifo_ids = fifo.then(|| sqs::fifo_ids(delivery.resource_id, &delivery.envelope.id));
+    /// events stay in order) and de-duplicated by webhook id. Sent in as
+    /// few `SendMessageBatch` requests as SQS's limits allow.
+    async fn to_sqs(&self, url: &str, fifo: bool, deliveries: &[Delivery<'_>]) -> Vec<Result<(), DeliveryError>> {
+        let Some(client) = self.sqs.as_ref() else {
+            return deliveries.iter().map(|_| Err(DeliveryError("no SQS client configured".into()))).collect();
+        };
         let (store, limit) = match &self.payload_store {
             Some((store, limit)) => (Some(store.as_ref()), *limit),
             None => (None, usize::MAX),
         };
-        let message = claim_check::fit(store, delivery.envelope, message, limit)
-            .await
-            .map_err(|err| DeliveryError(err.to_string()))?
-            .unwrap_or_else(|inline| inline);
-        sqs::send(client, url, message, fifo_ids).await.map_err(DeliveryError)
+        let prepared = join_all(deliveries.iter().map(|delivery| async move {
+            let mut message = delivery.envelope.to_queue_message();
+            message.attributes.push((ATTR_EVENT_TYPE, delivery.event_type.to_owned()));
+            message.attributes.push((ATTR_ROUTE, delivery.route.to_owned()));
+            let fifo_ids = fifo.then(|| sqs::fifo_ids(delivery.resource_id, &delivery.envelope.id));
+            let message = claim_check::fit(store, delivery.envelope, message, limit)
+                .await
+                .map_err(|err| DeliveryError(err.to_string()))?
+                .unwrap_or_else(|inline| inline);
+            Ok((message, fifo_ids))
+        }))
+        .await;
+        let mut ready = Vec::new();
+        let refused: Vec<Option<DeliveryError>> =
+            prepared.into_iter().map(|prepared| prepared.map(|message| ready.push(message)).err()).collect();
+        let mut sent = sqs::send_all(client, url, ready).await.into_iter();
+        refused
+            .into_iter()
+            .map(|refused| match refused {
+                Some(err) => Err(err),
+                None => sent.next().unwrap_or_else(|| Err("no result for the message".into())).map_err(DeliveryError),
+            })
+            .collect()
     }
 
     /// `Source` = the webhook's source, `DetailType` = the event type,
@@ -221,10 +259,71 @@ impl Destinations {
     /// JSON object is wrapped as `{"body": "..."}`), `Resources` = the
     /// webhook id as `webhook-id:<svix-id>`. An entry over EventBridge's
     /// limit carries a claim check instead of the payload (see
-    /// [`claim_checked_detail`]): never a dead letter for size alone.
-    async fn to_eventbridge(&self, bus: &str, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
-        let client =
-            self.eventbridge.as_ref().ok_or_else(|| DeliveryError("no EventBridge client configured".into()))?;
+    /// [`claim_checked_detail`]): never a dead letter for size alone. Put
+    /// up to [`EVENTBRIDGE_BATCH_ENTRIES`] at a time, at most
+    /// [`EVENTBRIDGE_ENTRY_LIMIT`] bytes together.
+    async fn to_eventbridge(&self, bus: &str, deliveries: &[Delivery<'_>]) -> Vec<Result<(), DeliveryError>> {
+        let Some(client) = self.eventbridge.as_ref() else {
+            return deliveries.iter().map(|_| Err(DeliveryError("no EventBridge client configured".into()))).collect();
+        };
+        let prepared = join_all(deliveries.iter().map(|delivery| self.eventbridge_entry(bus, delivery))).await;
+        let mut chunks: Vec<Vec<(usize, PutEventsRequestEntry)>> = Vec::new();
+        let mut bytes = 0;
+        let mut results: Vec<Result<(), DeliveryError>> = Vec::with_capacity(deliveries.len());
+        for (n, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
+                Ok((entry, size)) => {
+                    results.push(Ok(()));
+                    match chunks.last_mut() {
+                        Some(chunk)
+                            if chunk.len() < EVENTBRIDGE_BATCH_ENTRIES && bytes + size <= EVENTBRIDGE_ENTRY_LIMIT =>
+                        {
+                            bytes += size;
+                            chunk.push((n, entry));
+                        }
+                        _ => {
+                            bytes = size;
+                            chunks.push(vec![(n, entry)]);
+                        }
+                    }
+                }
+                Err(err) => results.push(Err(err)),
+            }
+        }
+        let puts = chunks.into_iter().map(|chunk| async move {
+            let (positions, entries): (Vec<usize>, Vec<PutEventsRequestEntry>) = chunk.into_iter().unzip();
+            let answer = client.put_events().set_entries(Some(entries)).send().await;
+            let outcomes: Vec<Result<(), DeliveryError>> = match answer {
+                Ok(output) => (0..positions.len())
+                    .map(|n| match output.entries().get(n) {
+                        Some(entry) if entry.error_code().is_some() => Err(DeliveryError(format!(
+                            "EventBridge refused the event: {} {}",
+                            entry.error_code().unwrap_or_default(),
+                            entry.error_message().unwrap_or_default()
+                        ))),
+                        Some(_) => Ok(()),
+                        None => Err(DeliveryError("EventBridge's answer did not mention the event".into())),
+                    })
+                    .collect(),
+                Err(err) => {
+                    let reason = ErrorChain(&err).to_string();
+                    positions.iter().map(|_| Err(DeliveryError(reason.clone()))).collect()
+                }
+            };
+            positions.into_iter().zip(outcomes).collect::<Vec<_>>()
+        });
+        for (n, outcome) in join_all(puts).await.into_iter().flatten() {
+            results[n] = outcome;
+        }
+        results
+    }
+
+    /// One delivery's PutEvents entry and its size as EventBridge counts it.
+    async fn eventbridge_entry(
+        &self,
+        bus: &str,
+        delivery: &Delivery<'_>,
+    ) -> Result<(PutEventsRequestEntry, usize), DeliveryError> {
         let envelope = delivery.envelope;
         let body = &envelope.body;
         let resource = format!("webhook-id:{}", envelope.id);
@@ -254,6 +353,7 @@ impl Destinations {
                 store.put(&claim_check::key_for(envelope), body).await.map_err(|err| DeliveryError(err.to_string()))?;
             detail = claim_checked_detail(delivery, &reference);
         }
+        let size = around_detail + detail.len();
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(bus)
             .source(&envelope.source)
@@ -261,21 +361,7 @@ impl Destinations {
             .detail(detail)
             .resources(resource)
             .build();
-        let output = client
-            .put_events()
-            .entries(entry)
-            .send()
-            .await
-            .map_err(|err| DeliveryError(ErrorChain(&err).to_string()))?;
-        match output.entries().first() {
-            Some(entry) if entry.error_code().is_some() => Err(DeliveryError(format!(
-                "EventBridge refused the event: {} {}",
-                entry.error_code().unwrap_or_default(),
-                entry.error_message().unwrap_or_default()
-            ))),
-            _ if output.failed_entry_count() > 0 => Err(DeliveryError("EventBridge refused the event".into())),
-            _ => Ok(()),
-        }
+        Ok((entry, size))
     }
 
     async fn to_file(&self, path: &str, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
@@ -291,6 +377,9 @@ impl Destinations {
         file.flush().await.map_err(|err| DeliveryError(format!("flush {path}: {err}")))
     }
 }
+
+/// The most entries one PutEvents takes.
+pub const EVENTBRIDGE_BATCH_ENTRIES: usize = 10;
 
 /// The largest PutEvents entry (its source, detail type, detail and
 /// resources, in UTF-8 bytes): 1 MB since January 2026, read as the decimal

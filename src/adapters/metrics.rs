@@ -1,177 +1,73 @@
-//! CloudWatch metrics without an SDK or an API call: a `tracing` layer that
-//! turns the log events the core already emits into
-//! [Embedded Metric Format](https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html)
-//! lines on standard output, which CloudWatch Logs extracts as metrics.
+//! CloudWatch metrics without an SDK, an API call or a line of their own:
+//! the log line that records a webhook's outcome carries its metrics in
+//! [Embedded Metric Format](https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html),
+//! which CloudWatch Logs extracts. One line per webhook per function, never
+//! two: log bytes are billed ($0.50 per GB), and at `RUST_LOG=warn` a
+//! webhook that went well writes nothing at all.
 //!
-//! The core knows nothing of metrics; this layer reads the typed `outcome`
-//! field its log lines carry ([`Outcome`]), never their wording, and the
-//! fields beside it:
+//! Only what goes wrong is a custom metric: CloudWatch bills every metric
+//! that received data in a month ($0.30 each), so a metric counting what
+//! AWS already counts for free would cost a small team more than its
+//! webhooks. The counts of what went right are AWS's own: `Invocations`
+//! and `UrlRequestCount` (Lambda), `Count` (API Gateway),
+//! `NumberOfMessagesSent` and `ApproximateAgeOfOldestMessage` (SQS); the
+//! detail by event type and route is in the `routed` lines, for Logs
+//! Insights. A failure metric is billed only in a month it happened.
 //!
-//! | `outcome` | Metrics (namespace `NectarWebhooks`) |
+//! The core knows nothing of metrics; this module reads the typed `outcome`
+//! field of a line ([`Outcome`]), never its wording:
+//!
+//! | `outcome` | Metrics (namespace `NectarWebhooks`, dimension `Function`) |
 //! |---|---|
-//! | `queued` | `Received`, `Enqueued` |
-//! | `rejected` (`reason`) | `Received`, `Rejected` (also by `Reason`) |
-//! | `not_queued` | `Received`, `EnqueueFailed` |
-//! | `routed` (`event_type`, `route`, `delivered`, `duplicates`, `age_secs`) | `Routed` = delivered (also by `EventType`, `Route`), `DuplicatesSkipped`, `EndToEndAge` (seconds) |
+//! | `queued` | none: Lambda's `Invocations`, SQS's `NumberOfMessagesSent` |
+//! | `rejected` (`reason`) | `Rejected` (the reason is in the line) |
+//! | `not_queued` | `EnqueueFailed` |
+//! | `routed` (`duplicates`) | `DuplicatesSkipped`, only when there were any |
 //! | `not_routed` | `DeliveryFailures` |
 //! | `dead_lettered` | `DeadLettered` |
 //! | `not_archived` | `ArchiveFailures` |
-//!
-//! Every metric carries the dimension `Function` (`AWS_LAMBDA_FUNCTION_NAME`);
-//! those with more dimensions are published both ways, so an alarm can watch
-//! the total without naming every reason or route.
 
-use crate::core::events::types::{NECTAR_EVENT_TYPES, UNKNOWN_EVENT_TYPE};
 use crate::core::outcome::{OUTCOME_FIELD, Outcome};
 use serde_json::{Map, Value, json};
 use std::fmt;
-use std::io::Write as _;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, Layer};
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "NectarWebhooks";
 
-/// The layer: one EMF line per recognised event, written with `make_writer`.
-pub struct EmfLayer<W> {
-    function: String,
-    make_writer: W,
-}
-
-impl<W> EmfLayer<W> {
-    /// Metrics for the function `function`, written to `make_writer`.
-    pub fn new(function: impl Into<String>, make_writer: W) -> Self {
-        Self { function: function.into(), make_writer }
-    }
-}
-
-impl EmfLayer<fn() -> std::io::Stdout> {
-    /// On standard output, for the function named by `AWS_LAMBDA_FUNCTION_NAME`.
-    pub fn stdout() -> Self {
-        let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned());
-        Self::new(function, std::io::stdout)
-    }
-}
-
-/// The events the layer needs: this crate's, at `INFO` and above, whatever
-/// `RUST_LOG` says about the log lines.
-pub fn filter() -> Targets {
-    Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO)
-}
-
-impl<S: Subscriber, W: for<'w> MakeWriter<'w> + 'static> Layer<S> for EmfLayer<W> {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut fields = FieldValues::default();
-        event.record(&mut fields);
-        let Some(outcome) = fields.0.get(OUTCOME_FIELD).and_then(Value::as_str).and_then(Outcome::parse) else {
-            return;
-        };
-        let metrics = metrics_for(outcome, &fields.0);
-        let mut line = document(&self.function, unix_millis(), &metrics).to_string();
-        line.push('\n');
-        // One write per line, so lines never interleave; a failed write only
-        // loses a data point.
-        let _ = self.make_writer.make_writer().write_all(line.as_bytes());
-    }
-}
-
-/// One data point: a name, a value, a unit, and dimensions beyond `Function`.
-#[derive(Debug, Clone, PartialEq)]
-struct Metric {
-    name: &'static str,
-    value: Value,
-    unit: &'static str,
-    dimensions: Vec<(&'static str, String)>,
-}
-
-fn count(name: &'static str, value: impl Into<Value>) -> Metric {
-    Metric { name, value: value.into(), unit: "Count", dimensions: Vec::new() }
-}
-
-/// The `EventType` dimension: Nectar's documented types (and `unknown`) as
-/// they are, anything else `other`. The type comes from the payload, and
-/// every distinct dimension value is a metric CloudWatch bills by the month,
-/// so a sender (or anyone past verification) must not be able to mint them.
-fn bounded_event_type(event_type: &str) -> String {
-    let known = NECTAR_EVENT_TYPES.contains(&event_type) || event_type == UNKNOWN_EVENT_TYPE;
-    if known { event_type.to_owned() } else { OTHER_EVENT_TYPE.to_owned() }
-}
-
-/// The `EventType` of every type Nectar does not document.
-pub const OTHER_EVENT_TYPE: &str = "other";
-
-fn metrics_for(outcome: Outcome, fields: &Map<String, Value>) -> Vec<Metric> {
-    let text = |name: &str| match fields.get(name) {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => "-".to_owned(),
-    };
-    let number = |name: &str| fields.get(name).filter(|v| v.is_number()).cloned();
+/// The metric a line with `outcome` counts, and its value; `None` when it
+/// counts nothing AWS does not count already.
+fn metric_for(outcome: Outcome, fields: &Map<String, Value>) -> Option<(&'static str, Value)> {
     match outcome {
-        Outcome::Queued => vec![count("Received", 1), count("Enqueued", 1)],
-        Outcome::Rejected => {
-            vec![count("Received", 1), Metric { dimensions: vec![("Reason", text("reason"))], ..count("Rejected", 1) }]
-        }
-        Outcome::NotQueued => vec![count("Received", 1), count("EnqueueFailed", 1)],
-        Outcome::Routed => {
-            let mut metrics = vec![
-                Metric {
-                    dimensions: vec![("EventType", bounded_event_type(&text("event_type"))), ("Route", text("route"))],
-                    ..count("Routed", number("delivered").unwrap_or(json!(0)))
-                },
-                count("DuplicatesSkipped", number("duplicates").unwrap_or(json!(0))),
-            ];
-            if let Some(age) = number("age_secs") {
-                metrics.push(Metric { unit: "Seconds", ..count("EndToEndAge", age) });
-            }
-            metrics
-        }
-        Outcome::NotRouted => vec![count("DeliveryFailures", 1)],
-        Outcome::DeadLettered => vec![count("DeadLettered", 1)],
-        Outcome::NotArchived => vec![count("ArchiveFailures", 1)],
+        Outcome::Queued => None,
+        Outcome::Rejected => Some(("Rejected", json!(1))),
+        Outcome::NotQueued => Some(("EnqueueFailed", json!(1))),
+        Outcome::Routed => fields
+            .get("duplicates")
+            .filter(|n| n.as_u64().is_some_and(|n| n > 0))
+            .map(|n| ("DuplicatesSkipped", n.clone())),
+        Outcome::NotRouted => Some(("DeliveryFailures", json!(1))),
+        Outcome::DeadLettered => Some(("DeadLettered", json!(1))),
+        Outcome::NotArchived => Some(("ArchiveFailures", json!(1))),
     }
 }
 
-/// The EMF document: one directive per set of extra dimensions; a metric
-/// with extra dimensions is published with `Function` alone too.
-fn document(function: &str, timestamp_ms: u64, metrics: &[Metric]) -> Value {
-    let mut root = Map::new();
-    root.insert("Function".into(), json!(function));
-    let mut directives: Vec<(Vec<&'static str>, Vec<Value>)> = Vec::new();
-    for metric in metrics {
-        let names: Vec<&'static str> = metric.dimensions.iter().map(|(name, _)| *name).collect();
-        for (name, value) in &metric.dimensions {
-            root.insert((*name).into(), json!(value));
-        }
-        root.insert(metric.name.into(), metric.value.clone());
-        let definition = json!({"Name": metric.name, "Unit": metric.unit});
-        match directives.iter_mut().find(|(dimensions, _)| *dimensions == names) {
-            Some((_, definitions)) => definitions.push(definition),
-            None => directives.push((names, vec![definition])),
-        }
-    }
-    let directives: Vec<Value> = directives
-        .into_iter()
-        .map(|(extra, definitions)| {
-            let mut sets = vec![json!(["Function"])];
-            if !extra.is_empty() {
-                let mut set = vec!["Function"];
-                set.extend(extra);
-                sets.push(json!(set));
-            }
-            json!({"Namespace": NAMESPACE, "Dimensions": sets, "Metrics": definitions})
-        })
-        .collect();
-    root.insert("_aws".into(), json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": directives}));
-    Value::Object(root)
-}
-
-fn unix_millis() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+/// The fields that make a log line of `fields` an EMF document for the
+/// function `function`: `Function`, the metric's value under its name, and
+/// the `_aws` directive. `None` if the line counts nothing.
+pub fn emf_fields(function: &str, fields: &Map<String, Value>, timestamp_ms: u64) -> Option<Map<String, Value>> {
+    let outcome = fields.get(OUTCOME_FIELD).and_then(Value::as_str).and_then(Outcome::parse)?;
+    let (name, value) = metric_for(outcome, fields)?;
+    let mut emf = Map::new();
+    emf.insert("Function".into(), json!(function));
+    emf.insert(name.into(), value);
+    emf.insert(
+        "_aws".into(),
+        json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
+            "Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": [{"Name": name, "Unit": "Count"}],
+        }]}),
+    );
+    Some(emf)
 }
 
 /// An event's or span's fields as JSON values: numbers and booleans as
@@ -231,222 +127,54 @@ impl Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing::{error, info, warn};
-    use tracing_subscriber::layer::SubscriberExt as _;
 
-    /// The EMF lines emitted while `f` runs.
-    fn emf(f: impl FnOnce()) -> Vec<Value> {
-        let out = Captured::default();
-        let writer = out.clone();
-        let layer = EmfLayer::new("nectar-router", move || writer.clone()).with_filter(filter());
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
-        out.lines()
+    fn fields(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
     }
 
-    /// (dimension sets, metric names) of each directive.
-    fn directives(line: &Value) -> Vec<(Value, Vec<String>)> {
-        let directives = line["_aws"]["CloudWatchMetrics"].as_array().unwrap();
-        directives
-            .iter()
-            .map(|d| {
-                assert_eq!(d["Namespace"], NAMESPACE);
-                let names = d["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap().to_owned());
-                (d["Dimensions"].clone(), names.collect())
-            })
-            .collect()
+    /// The metric names an EMF document declares, checking its shape.
+    fn declared(emf: &Map<String, Value>) -> Vec<String> {
+        let directives = emf["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(directives.len(), 1);
+        assert_eq!(directives[0]["Namespace"], NAMESPACE);
+        assert_eq!(directives[0]["Dimensions"], json!([["Function"]]));
+        let names = directives[0]["Metrics"].as_array().unwrap().iter();
+        names.map(|m| m["Name"].as_str().unwrap().to_owned()).collect()
     }
 
     #[test]
-    fn a_queued_webhook_is_received_and_enqueued() {
-        let lines =
-            emf(|| info!(outcome = "queued", webhook_id = "msg_1", source = "nectar", bytes = 42, "webhook queued"));
-        assert_eq!(lines.len(), 1);
-        let line = &lines[0];
-        assert_eq!(line["Function"], "nectar-router");
-        assert_eq!((line["Received"].clone(), line["Enqueued"].clone()), (json!(1), json!(1)));
-        assert!(line["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
-        assert_eq!(directives(line), [(json!([["Function"]]), vec!["Received".to_owned(), "Enqueued".to_owned()])]);
-        let units = &line["_aws"]["CloudWatchMetrics"][0]["Metrics"];
-        assert_eq!(units[0]["Unit"], "Count");
-    }
-
-    #[test]
-    fn a_rejection_is_counted_in_total_and_by_reason() {
-        let lines = emf(|| {
-            warn!(
-                webhook_id = "msg_2",
-                reason = "signature_mismatch",
-                detail = "x",
-                status = 401u16,
-                outcome = "rejected",
-                "webhook rejected"
-            );
-        });
-        let line = &lines[0];
-        assert_eq!(line["Reason"], "signature_mismatch");
-        assert_eq!((line["Received"].clone(), line["Rejected"].clone()), (json!(1), json!(1)));
-        assert_eq!(
-            directives(line),
-            [
-                (json!([["Function"]]), vec!["Received".to_owned()]),
-                (json!([["Function"], ["Function", "Reason"]]), vec!["Rejected".to_owned()]),
-            ]
-        );
-    }
-
-    #[test]
-    fn an_enqueue_failure_is_counted() {
-        let lines = emf(|| {
-            error!(
-                webhook_id = "msg_3",
-                reason = "queue_unavailable",
-                detail = "x",
-                outcome = "not_queued",
-                "webhook not queued; sender will retry"
-            );
-        });
-        assert_eq!((lines[0]["Received"].clone(), lines[0]["EnqueueFailed"].clone()), (json!(1), json!(1)));
-        assert!(lines[0].get("Enqueued").is_none());
-    }
-
-    #[test]
-    fn a_routed_webhook_counts_deliveries_by_type_and_route_with_its_age() {
-        let lines = emf(|| {
-            let event_type = String::from("document.created.v2");
-            info!(
-                webhook_id = "msg_4",
-                event_type = %event_type,
-                route = %"document.*",
-                delivered = 2usize,
-                duplicates = 1usize,
-                age_secs = Some(7i64),
-                outcome = "routed",
-                "webhook routed"
-            );
-        });
-        let line = &lines[0];
-        assert_eq!(line["EventType"], "document.created.v2");
-        assert_eq!(line["Route"], "document.*");
-        assert_eq!(line["Routed"], 2);
-        assert_eq!(line["DuplicatesSkipped"], 1);
-        assert_eq!(line["EndToEndAge"], 7);
-        assert_eq!(
-            directives(line),
-            [
-                (json!([["Function"], ["Function", "EventType", "Route"]]), vec!["Routed".to_owned()]),
-                (json!([["Function"]]), vec!["DuplicatesSkipped".to_owned(), "EndToEndAge".to_owned()]),
-            ]
-        );
-        let age = &line["_aws"]["CloudWatchMetrics"][1]["Metrics"][1];
-        assert_eq!(age["Unit"], "Seconds");
-    }
-
-    #[test]
-    fn a_routed_webhook_without_a_timestamp_has_no_age() {
-        let lines = emf(|| {
-            let age_secs: Option<i64> = None;
-            info!(
-                event_type = "unknown",
-                route = "*",
-                delivered = 1usize,
-                duplicates = 0usize,
-                age_secs,
-                outcome = "routed",
-                "webhook routed"
-            );
-        });
-        assert!(lines[0].get("EndToEndAge").is_none());
-        assert_eq!(lines[0]["Routed"], 1);
-    }
-
-    #[test]
-    fn an_event_type_nectar_does_not_document_is_counted_as_other() {
-        let types = ["document.created.v2", "unknown", "document.created.v2-MARKER", "x".repeat(300).leak()];
-        let lines = emf(|| {
-            for event_type in types {
-                info!(
-                    outcome = "routed",
-                    event_type,
-                    route = "*",
-                    delivered = 1usize,
-                    duplicates = 0usize,
-                    "webhook routed"
-                );
-            }
-        });
-        let dimension: Vec<&str> = lines.iter().filter_map(|l| l["EventType"].as_str()).collect();
-        assert_eq!(dimension, ["document.created.v2", "unknown", "other", "other"]);
-    }
-
-    /// A queue that takes everything, or refuses everything.
-    struct TestQueue(bool);
-
-    impl crate::core::queue::Queue for TestQueue {
-        async fn enqueue(
-            &self,
-            _: crate::core::envelope::QueueMessage,
-            _: crate::core::queue::Webhook<'_>,
-        ) -> Result<(), crate::core::queue::QueueError> {
-            if self.0 { Ok(()) } else { Err(crate::core::queue::QueueError("refused".into())) }
+    fn each_failure_outcome_counts_one_metric_by_function() {
+        for (outcome, metric) in [
+            ("rejected", "Rejected"),
+            ("not_queued", "EnqueueFailed"),
+            ("not_routed", "DeliveryFailures"),
+            ("dead_lettered", "DeadLettered"),
+            ("not_archived", "ArchiveFailures"),
+        ] {
+            let emf =
+                emf_fields("nectar-router", &fields(json!({"outcome": outcome, "reason": "x"})), 1_700_000_000_000)
+                    .unwrap_or_else(|| panic!("{outcome} counts nothing"));
+            assert_eq!(declared(&emf), [metric]);
+            assert_eq!((emf["Function"].clone(), emf[metric].clone()), (json!("nectar-router"), json!(1)));
+            assert_eq!(emf["_aws"]["Timestamp"], 1_700_000_000_000u64);
+            assert!(emf.get("Reason").is_none(), "a reason is a Logs Insights field, not a billed dimension");
         }
     }
 
-    /// The metrics come from the code paths themselves, not from log lines
-    /// written for the test: ingest's accept, refuse and enqueue-failure
-    /// answers each emit the metric its alarm or dashboard reads.
     #[test]
-    fn ingest_emits_each_metric_from_its_own_code_path() {
-        use crate::core::ingest::{IncomingRequest, Ingest, Limits};
-        let secret = "whsec_bmVjdGFyLXdlYmhvb2tzLXNhbXBsZS1zZWNyZXQ=";
-        let config =
-            crate::config::IngestConfig::from_lookup(|n| (n == "WEBHOOK_SECRET").then(|| secret.into())).unwrap();
-        let clock = std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600));
-        let body = br#"{"eventType":"document.created.v2"}"#;
-        let signature = crate::core::verification::svix::sign(secret, "msg_m", 1_764_201_600, body).unwrap();
-        let mut headers = http::HeaderMap::new();
-        headers.insert("svix-id", "msg_m".parse().unwrap());
-        headers.insert("svix-timestamp", "1764201600".parse().unwrap());
-        headers.insert("svix-signature", signature.parse().unwrap());
-        let request = IncomingRequest {
-            method: &http::Method::POST,
-            path: "/webhooks/nectar",
-            headers: &headers,
-            body,
-            body_undecodable: false,
-        };
-        let unsigned = http::HeaderMap::new();
-        let metrics = |queue_takes: bool, request: IncomingRequest<'_>| {
-            let ingest = Ingest::new(config.sources(), TestQueue(queue_takes), Limits::default(), clock.clone());
-            let lines = emf(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-                runtime.block_on(ingest.respond(request, std::future::pending()));
-            });
-            directives(&lines[0]).into_iter().flat_map(|(_, names)| names).collect::<Vec<_>>()
-        };
-        assert!(metrics(true, request).contains(&"Enqueued".to_owned()));
-        assert!(metrics(false, request).contains(&"EnqueueFailed".to_owned()));
-        assert!(metrics(true, IncomingRequest { headers: &unsigned, ..request }).contains(&"Rejected".to_owned()));
+    fn what_aws_counts_for_free_is_no_custom_metric() {
+        assert!(emf_fields("ingest", &fields(json!({"outcome": "queued", "bytes": 42})), 0).is_none());
+        let routed = json!({"outcome": "routed", "event_type": "document.created.v2", "route": "*", "delivered": 1, "duplicates": 0});
+        assert!(emf_fields("router", &fields(routed), 0).is_none());
+        assert!(emf_fields("router", &fields(json!({"message": "listening"})), 0).is_none());
+        assert!(emf_fields("router", &fields(json!({"outcome": "webhook queued"})), 0).is_none());
     }
 
     #[test]
-    fn failures_and_dead_letters_are_counted() {
-        let lines = emf(|| {
-            error!(outcome = "not_routed", webhook_id = "msg_5", message_id = "m", error = "boom", "not routed");
-            error!(outcome = "dead_lettered", message_id = "m", receives = 5u32, reason = "boom", "any wording");
-        });
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["DeliveryFailures"], 1);
-        assert_eq!(lines[1]["DeadLettered"], 1);
-        assert_eq!(directives(&lines[1]), [(json!([["Function"]]), vec!["DeadLettered".to_owned()])]);
-    }
-
-    #[test]
-    fn other_events_and_other_crates_give_no_metrics() {
-        let lines = emf(|| {
-            info!(webhook_id = "msg_6", "duplicate webhook; already delivered, skipped");
-            info!("listening");
-            info!(target: "aws_smithy_runtime", outcome = "queued", "webhook queued");
-        });
-        assert!(lines.is_empty(), "{lines:?}");
+    fn duplicates_skipped_are_counted_when_there_were_any() {
+        let routed = json!({"outcome": "routed", "delivered": 1, "duplicates": 2});
+        let emf = emf_fields("router", &fields(routed), 0).unwrap();
+        assert_eq!(declared(&emf), ["DuplicatesSkipped"]);
+        assert_eq!(emf["DuplicatesSkipped"], 2);
     }
 }

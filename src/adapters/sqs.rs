@@ -9,7 +9,8 @@ use crate::core::routing::is_fifo_queue_url;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use futures_util::future::join_all;
 use std::collections::HashMap;
 
 /// The ingest queue.
@@ -82,6 +83,84 @@ pub async fn send(
         .map_err(|err| crate::adapters::aws::ErrorChain(&err).to_string())
 }
 
+/// A message to send and, to a FIFO queue, its group and deduplication ids.
+pub type Outgoing = (QueueMessage, Option<(String, String)>);
+
+/// The most messages one `SendMessageBatch` takes.
+pub const BATCH_ENTRIES: usize = 10;
+/// The most bytes of messages one `SendMessageBatch` takes, all together
+/// (each message's body and attributes, as [`QueueMessage::size`] counts).
+pub const BATCH_BYTES: usize = 1_048_576;
+
+/// Sends messages to one queue in as few `SendMessageBatch` requests as
+/// [`BATCH_ENTRIES`] and [`BATCH_BYTES`] allow, in order (a FIFO queue keeps
+/// the order of one message group's messages within a batch); one result
+/// per message, in the same order, saying why SQS did not take it.
+pub async fn send_all(client: &Client, queue_url: &str, messages: Vec<Outgoing>) -> Vec<Result<(), String>> {
+    let mut chunks: Vec<Vec<Outgoing>> = Vec::new();
+    let mut bytes = 0;
+    for (message, fifo) in messages {
+        let size = message.size();
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < BATCH_ENTRIES && bytes + size <= BATCH_BYTES => {
+                bytes += size;
+                chunk.push((message, fifo));
+            }
+            _ => {
+                bytes = size;
+                chunks.push(vec![(message, fifo)]);
+            }
+        }
+    }
+    let sends = chunks.into_iter().map(|chunk| async move {
+        let count = chunk.len();
+        let entries = chunk.into_iter().enumerate().map(|(n, (message, fifo))| {
+            let (group, deduplication) = fifo.unzip();
+            SendMessageBatchRequestEntry::builder()
+                .id(n.to_string())
+                .message_body(message.body)
+                .set_message_attributes(Some(to_sdk_attributes(&message.attributes)))
+                .set_message_group_id(group)
+                .set_message_deduplication_id(deduplication)
+                .build()
+                .expect("id and body are set")
+        });
+        match client.send_message_batch().queue_url(queue_url).set_entries(Some(entries.collect())).send().await {
+            Ok(output) => batch_results(
+                count,
+                output.successful().iter().map(|s| s.id()),
+                output.failed().iter().map(|f| (f.id(), format!("{}: {}", f.code(), f.message().unwrap_or_default()))),
+            ),
+            Err(err) => {
+                let reason = crate::adapters::aws::ErrorChain(&err).to_string();
+                vec![Err(reason); count]
+            }
+        }
+    });
+    join_all(sends).await.into_iter().flatten().collect()
+}
+
+/// Each entry's result from a batch answer: the ids (positions, as text)
+/// that succeeded and those that failed with why. An entry the answer does
+/// not mention failed: it may not have been sent.
+fn batch_results<'a>(
+    count: usize,
+    successful: impl Iterator<Item = &'a str>,
+    failed: impl Iterator<Item = (&'a str, String)>,
+) -> Vec<Result<(), String>> {
+    let mut results = vec![Err("SQS's answer did not mention this message".to_owned()); count];
+    let position = |id: &str| id.parse::<usize>().ok().filter(|n| *n < count);
+    for n in successful.filter_map(position) {
+        results[n] = Ok(());
+    }
+    for (id, reason) in failed {
+        if let Some(n) = position(id) {
+            results[n] = Err(format!("SQS refused the message: {reason}"));
+        }
+    }
+    results
+}
+
 fn to_sdk_attributes(attributes: &[(&'static str, String)]) -> HashMap<String, MessageAttributeValue> {
     attributes
         .iter()
@@ -123,5 +202,18 @@ mod tests {
         assert_eq!(fifo_ids(Some(&long[1..]), "msg_1").0, long[1..]);
         assert!(is_fifo_queue_url("https://sqs.eu-west-1.amazonaws.com/1/ingest.fifo"));
         assert!(!is_fifo_queue_url("https://sqs.eu-west-1.amazonaws.com/1/ingest"));
+    }
+
+    #[test]
+    fn a_batch_answer_fails_only_the_entries_it_failed_and_those_it_did_not_mention() {
+        let results = batch_results(
+            4,
+            ["0", "2", "9"].into_iter(),
+            [("1", "InternalError: try again".to_owned()), ("x", "ignored".to_owned())].into_iter(),
+        );
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[1], Err("SQS refused the message: InternalError: try again".to_owned()));
+        assert_eq!(results[2], Ok(()));
+        assert!(results[3].as_ref().unwrap_err().contains("did not mention"));
     }
 }

@@ -88,6 +88,25 @@ pub trait SeenStore: Send + Sync {
     /// Frees the key for another delivery, if `lease` still owns it; a
     /// claim that is no longer ours is left alone.
     fn release(&self, key: &str, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims `key` for `owner`, which the router shares between the claims
+    /// of one wave so that [`Self::complete_all`] can remember them together.
+    /// By default the same as [`Self::claim`]: a store that completes key by
+    /// key has no use for a shared owner.
+    fn claim_as(&self, key: &str, _owner: &Lease) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        self.claim(key)
+    }
+
+    /// Marks delivered every key of `done`, each with the lease its claim
+    /// returned; one result per key. The router hands over all the keys a
+    /// wave delivered in one call. By default, each is completed on its own
+    /// ([`Self::complete`]).
+    fn complete_all<'a>(
+        &'a self,
+        done: &'a [(String, Lease)],
+    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send + 'a {
+        futures_util::future::join_all(done.iter().map(|(key, lease)| self.complete(key, lease)))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use crate::core::outcome::Outcome;
 use crate::core::routing::{Destination, RouteTable};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
+use futures_util::future::join_all;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -47,6 +48,21 @@ pub trait Deliver: Send + Sync {
         destination: &Destination,
         delivery: &Delivery<'_>,
     ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+
+    /// Puts several deliveries to one destination, given in batch order;
+    /// one result per delivery, in the same order. The router hands over
+    /// every delivery of a wave (see [`Router::route_batch`]) to the same
+    /// destination at once, so an adapter that can send many in one request
+    /// (SQS's `SendMessageBatch`, EventBridge's `PutEvents`) pays for one
+    /// request instead of ten. By default, each is delivered on its own,
+    /// all at once.
+    fn deliver_all(
+        &self,
+        destination: &Destination,
+        deliveries: &[Delivery<'_>],
+    ) -> impl Future<Output = Vec<Result<(), DeliveryError>>> + Send {
+        join_all(deliveries.iter().map(move |delivery| self.deliver(destination, delivery)))
+    }
 }
 
 /// Why one record was not fully delivered.
@@ -205,7 +221,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         self
     }
 
-    /// Routes a batch: records about different resources concurrently, those
+    /// Routes a batch: records about different resources together, those
     /// about the same resource (the payload's `id`) one after another in batch
     /// order, so a FIFO destination gets one resource's events in the order
     /// they came. Once one of a resource's records fails, its later records
@@ -213,6 +229,15 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     /// the retry; that is also what AWS asks of a FIFO queue's batch (the
     /// failed record and every later one of its message group). Returns the
     /// records that failed, in batch order, so the queue redelivers only them.
+    ///
+    /// Records go in waves: the next record of every resource whose earlier
+    /// records are done, once all that can be read without waiting are. A
+    /// wave claims its deliveries in the idempotency store, hands each
+    /// destination all of the wave's deliveries to it at once
+    /// ([`Deliver::deliver_all`]), then completes what was delivered and
+    /// releases the rest: ten webhooks about ten resources cost one send
+    /// per destination, not ten. No two records of one resource are ever in
+    /// the same wave.
     ///
     /// Claim-checked payloads are fetched as the batch is read, in order, at
     /// most [`PAYLOADS_AT_ONCE`] held at a time (being fetched, waiting in
@@ -222,38 +247,30 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     pub async fn route_batch(&self, records: Vec<Record>) -> Vec<Failure> {
         let mut records = records.into_iter().enumerate().peekable();
         let mut fetching = FuturesOrdered::new();
-        let mut routing = FuturesUnordered::new();
+        let mut waves = FuturesUnordered::new();
         let mut lanes: Vec<Lane> = Vec::new();
         let mut payloads_held = 0;
         let mut unreadable_before = false;
         let mut failures: Vec<(usize, Failure)> = Vec::new();
         let mut to_archive: Vec<(usize, String, Result<Vec<u8>, ArchiveError>)> = Vec::new();
         loop {
-            for (lane_index, lane) in lanes.iter_mut().enumerate().filter(|(_, lane)| !lane.busy) {
-                while let Some(ready) = lane.waiting.pop_front() {
-                    if let Some(reason) = &lane.held_back {
-                        payloads_held -= usize::from(ready.holds_payload);
-                        failures.push((ready.index, held_back(ready, reason)));
-                        continue;
-                    }
-                    lane.busy = true;
-                    routing.push(self.route_in_lane(lane_index, ready));
-                    break;
-                }
-            }
             while let Some((index, record)) =
                 records.next_if(|(_, r)| r.claim_check.is_none() || payloads_held < PAYLOADS_AT_ONCE)
             {
                 payloads_held += usize::from(record.claim_check.is_some());
                 fetching.push_back(self.read(index, record));
             }
+            let startable = waves.is_empty() && lanes.iter().any(|lane| !lane.busy && !lane.waiting.is_empty());
             let event = std::future::poll_fn(|cx| {
-                if let Poll::Ready(Some(routed)) = routing.poll_next_unpin(cx) {
-                    return Poll::Ready(Some(Event::Routed(routed)));
+                if let Poll::Ready(Some(ready)) = fetching.poll_next_unpin(cx) {
+                    return Poll::Ready(Some(Event::Read(ready)));
                 }
-                match fetching.poll_next_unpin(cx) {
-                    Poll::Ready(Some(ready)) => Poll::Ready(Some(Event::Read(ready))),
-                    Poll::Ready(None) if routing.is_empty() => Poll::Ready(None),
+                if startable {
+                    return Poll::Ready(Some(Event::Settled));
+                }
+                match waves.poll_next_unpin(cx) {
+                    Poll::Ready(Some(routed)) => Poll::Ready(Some(Event::Routed(routed))),
+                    _ if fetching.is_empty() && waves.is_empty() => Poll::Ready(None),
                     _ => Poll::Pending,
                 }
             });
@@ -276,14 +293,34 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                         None => lanes.push(Lane { resource, waiting: [ready].into(), busy: false, held_back: None }),
                     }
                 }
-                Some(Event::Routed((lane_index, index, failure, held))) => {
-                    payloads_held -= usize::from(held);
-                    let lane = &mut lanes[lane_index];
-                    lane.busy = false;
-                    if let Some(failure) = failure {
-                        lane.held_back =
-                            lane.resource.as_ref().map(|_| RecordError::HeldBack(failure.id.clone()).to_string());
-                        failures.push((index, failure));
+                Some(Event::Settled) => {
+                    let mut wave = Vec::new();
+                    for (lane_index, lane) in lanes.iter_mut().enumerate().filter(|(_, lane)| !lane.busy) {
+                        while let Some(ready) = lane.waiting.pop_front() {
+                            if let Some(reason) = &lane.held_back {
+                                payloads_held -= usize::from(ready.holds_payload);
+                                failures.push((ready.index, held_back(ready, reason)));
+                                continue;
+                            }
+                            lane.busy = true;
+                            wave.push((lane_index, ready));
+                            break;
+                        }
+                    }
+                    if !wave.is_empty() {
+                        waves.push(self.route_wave(wave));
+                    }
+                }
+                Some(Event::Routed(routed)) => {
+                    for (lane_index, index, failure, held) in routed {
+                        payloads_held -= usize::from(held);
+                        let lane = &mut lanes[lane_index];
+                        lane.busy = false;
+                        if let Some(failure) = failure {
+                            lane.held_back =
+                                lane.resource.as_ref().map(|_| RecordError::HeldBack(failure.id.clone()).to_string());
+                            failures.push((index, failure));
+                        }
                     }
                 }
             }
@@ -411,21 +448,43 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         Ok(record.to_line())
     }
 
-    /// Routes a lane's next record; says which lane, which record, whether
-    /// it failed, and whether it held a claim-checked payload.
-    async fn route_in_lane(&self, lane: usize, ready: Ready) -> (usize, usize, Option<Failure>, bool) {
-        let Ready { index, id, message, holds_payload, .. } = ready;
-        (lane, index, self.route_logged(id, message).await, holds_payload)
+    /// Routes one wave and logs each record's outcome; says for each record
+    /// which lane, which record, whether it failed, and whether it held a
+    /// claim-checked payload.
+    async fn route_wave(&self, mut wave: Vec<(usize, Ready)>) -> Vec<(usize, usize, Option<Failure>, bool)> {
+        wave.sort_by_key(|(_, ready)| ready.index);
+        let mut plans = Vec::new();
+        let mut records = Vec::new();
+        for (lane, Ready { index, id, message, holds_payload, .. }) in wave {
+            let webhook_id = message.as_ref().map_or_else(|_| "-".to_owned(), |(e, _)| e.id.clone());
+            let signed_at = message.as_ref().map(|(e, _)| e.timestamp).ok();
+            let outcome = match message.map_err(RecordError::from).and_then(|(e, probe)| self.plan(e, probe)) {
+                Ok(plan) => {
+                    plans.push(plan);
+                    None
+                }
+                Err(err) => Some(Err(err)),
+            };
+            records.push((lane, index, id, holds_payload, webhook_id, signed_at, outcome));
+        }
+        let mut delivered = self.deliver_planned(&plans).await.into_iter();
+        records
+            .into_iter()
+            .map(|(lane, index, id, holds_payload, webhook_id, signed_at, outcome)| {
+                let outcome = outcome.or_else(|| delivered.next()).expect("one outcome per plan");
+                (lane, index, self.logged(id, &webhook_id, signed_at, outcome), holds_payload)
+            })
+            .collect()
     }
 
-    /// Routes one record and logs the outcome; returns it if it failed.
-    async fn route_logged(&self, id: String, message: Result<(Envelope, Probe), DecodeError>) -> Option<Failure> {
-        let webhook_id = message.as_ref().map(|(e, _)| e.id.clone()).unwrap_or_else(|_| "-".into());
-        let signed_at = message.as_ref().map(|(e, _)| e.timestamp).ok();
-        let outcome = match message {
-            Ok((envelope, probe)) => self.route_probed(&envelope, probe).await,
-            Err(err) => Err(err.into()),
-        };
+    /// Logs a record's outcome; returns it if it failed.
+    fn logged(
+        &self,
+        id: String,
+        webhook_id: &str,
+        signed_at: Option<i64>,
+        outcome: Result<Routed, RecordError>,
+    ) -> Option<Failure> {
         match outcome {
             Ok(routed) => {
                 let age_secs = signed_at.map(|t| self.clock.now_unix().saturating_sub(t));
@@ -454,60 +513,196 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         }
     }
 
-    /// Delivers one webhook to every destination of its route, skipping those
-    /// that already have it. Fails if any destination failed; those that
-    /// succeeded are remembered, so a retry reaches only the rest.
-    pub async fn route(&self, envelope: &Envelope) -> Result<Routed, RecordError> {
-        self.route_probed(envelope, probe(&envelope.source, &envelope.body)).await
-    }
-
-    async fn route_probed(&self, envelope: &Envelope, probe: Probe) -> Result<Routed, RecordError> {
-        self.young_enough(envelope)?;
+    /// A webhook young enough to deliver, with its route.
+    fn plan(&self, envelope: Envelope, probe: Probe) -> Result<Plan<'_>, RecordError> {
+        self.young_enough(&envelope)?;
         let event_type = probe.event_type;
         let route =
             self.table.route(&event_type, &envelope.body).ok_or_else(|| RecordError::NoRoute(event_type.clone()))?;
-        let route_name = route.name();
-        let delivery = Delivery {
+        Ok(Plan {
+            route_name: route.name(),
+            destinations: &route.destinations,
+            event_type,
+            resource_id: probe.resource_id,
             envelope,
-            event_type: &event_type,
-            route: &route_name,
-            resource_id: probe.resource_id.as_deref(),
+        })
+    }
+
+    /// Delivers each planned webhook to every destination of its route,
+    /// skipping those that already have it: claims every (webhook,
+    /// destination) key, hands each destination all its deliveries at once,
+    /// then completes what was delivered and releases what was not. A
+    /// webhook fails if any of its destinations failed; those that succeeded
+    /// are remembered, so a retry reaches only the rest. A webhook whose
+    /// claims could not all be made is not delivered anywhere. One outcome
+    /// per plan, in order.
+    async fn deliver_planned(&self, plans: &[Plan<'_>]) -> Vec<Result<Routed, RecordError>> {
+        let keys: Vec<(usize, &Destination, String)> = plans
+            .iter()
+            .enumerate()
+            .flat_map(|(p, plan)| {
+                plan.destinations.iter().map(move |d| (p, d, idempotency_key(&self.key_scope, &plan.envelope, d)))
+            })
+            .collect();
+        let owner = match Lease::new() {
+            Ok(owner) => owner,
+            Err(err) => {
+                let reason = err.to_string();
+                return plans
+                    .iter()
+                    .map(|_| Err(RecordError::Store(StoreError::Unavailable(reason.clone()))))
+                    .collect();
+            }
         };
-        let (mut delivered, mut duplicates, mut failures) = (0, 0, Vec::new());
-        for destination in &route.destinations {
-            let key = idempotency_key(&self.key_scope, envelope, destination);
-            let lease = match self.seen.claim(&key).await? {
-                Claim::AlreadyDelivered => {
-                    warn!(webhook_id = %envelope.id, %destination, "duplicate webhook; already delivered, skipped");
-                    duplicates += 1;
-                    continue;
+        let claims = join_all(keys.iter().map(|(_, _, key)| self.seen.claim_as(key, &owner))).await;
+        let mut tally: Vec<Tally> = plans.iter().map(|_| Tally::default()).collect();
+        let mut leases: Vec<Option<Lease>> = Vec::with_capacity(keys.len());
+        for ((p, destination, _), claim) in keys.iter().zip(claims) {
+            let tally = &mut tally[*p];
+            leases.push(match claim {
+                Ok(Claim::Acquired(lease)) => Some(lease),
+                Ok(Claim::AlreadyDelivered) => {
+                    warn!(webhook_id = %plans[*p].envelope.id, %destination, "duplicate webhook; already delivered, skipped");
+                    tally.duplicates += 1;
+                    None
                 }
-                Claim::InProgress => {
-                    failures.push(format!("{destination}: a delivery of the same webhook is under way"));
-                    continue;
-                }
-                Claim::Acquired(lease) => lease,
-            };
-            match self.deliver.deliver(destination, &delivery).await {
-                Ok(()) => {
-                    self.remember_delivered(envelope, destination, &key, &lease).await;
-                    delivered += 1;
+                Ok(Claim::InProgress) => {
+                    tally.failures.push(format!("{destination}: a delivery of the same webhook is under way"));
+                    None
                 }
                 Err(err) => {
-                    self.seen.release(&key, &lease).await?;
-                    failures.push(format!("{destination}: {err}"));
+                    tally.store.get_or_insert(err);
+                    None
                 }
-            }
-        }
-        if let Some(first) = failures.first() {
-            return Err(RecordError::Delivery {
-                failed: failures.len(),
-                total: route.destinations.len(),
-                first: first.clone(),
             });
         }
-        Ok(Routed { event_type, route: route_name, delivered, duplicates })
+        let mut by_destination: Vec<(&Destination, Vec<usize>)> = Vec::new();
+        for (k, (p, destination, _)) in keys.iter().enumerate() {
+            if leases[k].is_none() || tally[*p].store.is_some() {
+                continue;
+            }
+            match by_destination.iter_mut().find(|(d, _)| d == destination) {
+                Some((_, members)) => members.push(k),
+                None => by_destination.push((destination, vec![k])),
+            }
+        }
+        let sends = by_destination.iter().map(|(destination, members)| {
+            let deliveries: Vec<Delivery<'_>> = members.iter().map(|&k| plans[keys[k].0].delivery()).collect();
+            async move { self.deliver.deliver_all(destination, &deliveries).await }
+        });
+        let mut results: Vec<Option<Result<(), DeliveryError>>> = keys.iter().map(|_| None).collect();
+        for ((_, members), sent) in by_destination.iter().zip(join_all(sends).await) {
+            for (&k, result) in members.iter().zip(sent) {
+                results[k] = Some(result);
+            }
+        }
+        let settling = keys
+            .iter()
+            .zip(&leases)
+            .zip(results)
+            .map(|(((_, destination, key), lease), result)| self.settle(destination, key, lease.as_ref(), result));
+        let mut delivered = Vec::new();
+        for (k, settled) in join_all(settling).await.into_iter().enumerate() {
+            let (p, destination, key) = &keys[k];
+            let tally = &mut tally[*p];
+            match settled {
+                Settled::Delivered => {
+                    tally.delivered += 1;
+                    let lease = leases[k].clone().expect("a delivered key was claimed");
+                    delivered.push((key.clone(), lease, plans[*p].envelope.id.as_str(), *destination));
+                }
+                Settled::Failed(failure) => tally.failures.push(failure),
+                Settled::StoreFailed(err) => {
+                    tally.store.get_or_insert(err);
+                }
+                Settled::Untouched => {}
+            }
+        }
+        self.remember_delivered(delivered).await;
+        plans
+            .iter()
+            .zip(tally)
+            .map(|(plan, tally)| {
+                if let Some(err) = tally.store {
+                    return Err(RecordError::Store(err));
+                }
+                if let Some(first) = tally.failures.first() {
+                    return Err(RecordError::Delivery {
+                        failed: tally.failures.len(),
+                        total: plan.destinations.len(),
+                        first: first.clone(),
+                    });
+                }
+                Ok(Routed {
+                    event_type: plan.event_type.clone(),
+                    route: plan.route_name.clone(),
+                    delivered: tally.delivered,
+                    duplicates: tally.duplicates,
+                })
+            })
+            .collect()
     }
+
+    /// Releases a claimed key that was not delivered; one that was is
+    /// completed with the rest of its wave ([`Self::remember_delivered`]).
+    async fn settle(
+        &self,
+        destination: &Destination,
+        key: &str,
+        lease: Option<&Lease>,
+        result: Option<Result<(), DeliveryError>>,
+    ) -> Settled {
+        let Some(lease) = lease else { return Settled::Untouched };
+        match result {
+            Some(Ok(())) => Settled::Delivered,
+            Some(Err(err)) => match self.seen.release(key, lease).await {
+                Ok(()) => Settled::Failed(format!("{destination}: {err}")),
+                Err(store) => Settled::StoreFailed(store),
+            },
+            None => match self.seen.release(key, lease).await {
+                Ok(()) => Settled::Untouched,
+                Err(store) => Settled::StoreFailed(store),
+            },
+        }
+    }
+}
+
+/// A webhook on its way: its route's destinations, and what a delivery says.
+struct Plan<'r> {
+    envelope: Envelope,
+    event_type: String,
+    route_name: String,
+    resource_id: Option<String>,
+    destinations: &'r [Destination],
+}
+
+impl Plan<'_> {
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            envelope: &self.envelope,
+            event_type: &self.event_type,
+            route: &self.route_name,
+            resource_id: self.resource_id.as_deref(),
+        }
+    }
+}
+
+/// One planned webhook's destinations, as they went.
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    duplicates: usize,
+    failures: Vec<String>,
+    store: Option<StoreError>,
+}
+
+/// What became of one claimed key.
+enum Settled {
+    Delivered,
+    Failed(String),
+    StoreFailed(StoreError),
+    /// Not claimed here, or claimed and released without a delivery.
+    Untouched,
 }
 
 /// How many claim-checked payloads a batch holds in memory at once.
@@ -537,8 +732,13 @@ struct Lane {
 
 /// What `route_batch` waits for.
 enum Event {
+    /// A record was read.
     Read(Ready),
-    Routed((usize, usize, Option<Failure>, bool)),
+    /// Nothing more can be read without waiting, and no wave is under way.
+    Settled,
+    /// A wave is done: for each of its records, its lane, its place in the
+    /// batch, its failure if it failed, and whether it held a payload.
+    Routed(Vec<(usize, usize, Option<Failure>, bool)>),
 }
 
 /// Reports a record not attempted because an earlier one failed.
@@ -549,29 +749,41 @@ fn held_back(ready: Ready, reason: &str) -> Failure {
 }
 
 impl<D, S: SeenStore> Router<D, S> {
-    /// Completes a delivered key, trying [`COMPLETE_ATTEMPTS`] times. The
-    /// delivery happened, so it counts as delivered even if completing keeps
-    /// failing: reporting the record failed would have this router deliver it
-    /// again on the retry. What is left is a window: the key stays claimed
-    /// (`delivering`) until its lease ends ([`crate::core::dedup::DEFAULT_LEASE`]
-    /// after the claim); a copy of the webhook arriving before then finds the
-    /// delivery under way and is retried, but one arriving after it (a
-    /// retry of such a copy, a later re-send) is delivered a second time.
-    async fn remember_delivered(&self, envelope: &Envelope, destination: &Destination, key: &str, lease: &Lease) {
+    /// Completes a wave's delivered keys together ([`SeenStore::complete_all`]:
+    /// one write for the wave in DynamoDB), each with its webhook and
+    /// destination, trying [`COMPLETE_ATTEMPTS`] times. A delivery happened,
+    /// so it counts as delivered even if completing keeps failing: reporting
+    /// the record failed would have this router deliver it again on the
+    /// retry. What is left is a window: the key stays claimed (`delivering`)
+    /// until its lease ends ([`crate::core::dedup::DEFAULT_LEASE`] after the
+    /// claim); a copy of the webhook arriving before then finds the delivery
+    /// under way and is retried, but one arriving after it (a retry of such
+    /// a copy, a later re-send) is delivered a second time.
+    async fn remember_delivered(&self, delivered: Vec<(String, Lease, &str, &Destination)>) {
+        let mut pending: Vec<usize> = (0..delivered.len()).collect();
         for attempt in 1..=COMPLETE_ATTEMPTS {
-            match self.seen.complete(key, lease).await {
-                Ok(()) => return,
-                Err(err @ StoreError::LeaseLost(_)) => {
-                    error!(webhook_id = %envelope.id, %destination, error = %err,
-                        "delivered after the claim expired; another delivery may duplicate it");
-                    return;
-                }
-                Err(err) if attempt < COMPLETE_ATTEMPTS => {
-                    warn!(webhook_id = %envelope.id, %destination, attempt, error = %err, "delivered; completing again");
-                }
-                Err(err) => error!(webhook_id = %envelope.id, %destination, error = %err,
-                    "delivered, but not remembered; a copy arriving after the claim's lease may be delivered again"),
+            if pending.is_empty() {
+                return;
             }
+            let done: Vec<(String, Lease)> =
+                pending.iter().map(|&i| (delivered[i].0.clone(), delivered[i].1.clone())).collect();
+            let results = self.seen.complete_all(&done).await;
+            let mut again = Vec::new();
+            for (&i, result) in pending.iter().zip(results) {
+                let (_, _, webhook_id, destination) = &delivered[i];
+                match result {
+                    Ok(()) => {}
+                    Err(err @ StoreError::LeaseLost(_)) => error!(webhook_id, %destination, error = %err,
+                        "delivered after the claim expired; another delivery may duplicate it"),
+                    Err(err) if attempt < COMPLETE_ATTEMPTS => {
+                        warn!(webhook_id, %destination, attempt, error = %err, "delivered; completing again");
+                        again.push(i);
+                    }
+                    Err(err) => error!(webhook_id, %destination, error = %err,
+                        "delivered, but not remembered; a copy arriving after the claim's lease may be delivered again"),
+                }
+            }
+            pending = again;
         }
     }
 
@@ -1004,6 +1216,85 @@ mod tests {
 
         let sample = at_age(RouteTable::parse("*=stdout").unwrap(), Recorder::default(), seen(), days(400));
         assert!(sample.without_age_limit().route_batch(vec![record("a", body)]).await.is_empty(), "local invocation");
+    }
+
+    /// Records each `deliver_all` call (destination, webhook ids); refuses
+    /// the webhooks in `refuse` (their first delivery only).
+    #[derive(Default)]
+    struct Batches {
+        calls: Mutex<Vec<(String, Vec<String>)>>,
+        refuse: Mutex<Vec<String>>,
+    }
+
+    impl Deliver for Batches {
+        async fn deliver(&self, destination: &Destination, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+            self.deliver_all(destination, std::slice::from_ref(delivery)).await.pop().unwrap()
+        }
+
+        async fn deliver_all(
+            &self,
+            destination: &Destination,
+            deliveries: &[Delivery<'_>],
+        ) -> Vec<Result<(), DeliveryError>> {
+            tokio::task::yield_now().await;
+            let ids: Vec<String> = deliveries.iter().map(|d| d.envelope.id.clone()).collect();
+            self.calls.lock().unwrap().push((destination.to_string(), ids.clone()));
+            let mut refuse = self.refuse.lock().unwrap();
+            ids.iter()
+                .map(|id| match refuse.iter().position(|r| r == id) {
+                    Some(at) => {
+                        refuse.remove(at);
+                        Err(DeliveryError(format!("{id} refused by the batch")))
+                    }
+                    None => Ok(()),
+                })
+                .collect()
+        }
+    }
+
+    fn about(id: &str, resource: &str) -> Record {
+        record(id, &format!(r#"{{"eventType":"document.updated.v2","id":"{resource}"}}"#))
+    }
+
+    #[tokio::test]
+    async fn a_batch_about_different_resources_is_one_send_per_destination() {
+        let table = RouteTable::parse("*=file:one,file:two").unwrap();
+        let router = at_age(table, Batches::default(), InMemorySeen::default(), Duration::ZERO);
+        let batch: Vec<Record> = (0..10).map(|n| about(&format!("w{n}"), &format!("doc-{n}"))).collect();
+        assert!(router.route_batch(batch).await.is_empty());
+        let calls = router.deliver.calls.lock().unwrap().clone();
+        let all: Vec<String> = (0..10).map(|n| format!("w{n}")).collect();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls.iter().any(|(d, ids)| d == "file:one" && *ids == all), "{calls:?}");
+        assert!(calls.iter().any(|(d, ids)| d == "file:two" && *ids == all), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn one_resources_records_go_in_successive_sends_in_batch_order() {
+        let table = RouteTable::parse("*=file:fifo").unwrap();
+        let router = at_age(table, Batches::default(), InMemorySeen::default(), Duration::ZERO);
+        let batch = vec![about("a1", "doc-a"), about("b1", "doc-b"), about("a2", "doc-a"), about("a3", "doc-a")];
+        assert!(router.route_batch(batch).await.is_empty());
+        let sends: Vec<Vec<String>> = router.deliver.calls.lock().unwrap().iter().map(|(_, ids)| ids.clone()).collect();
+        assert_eq!(sends, [vec!["a1", "b1"], vec!["a2"], vec!["a3"]]);
+    }
+
+    #[tokio::test]
+    async fn an_entry_a_batch_send_refuses_fails_only_its_record_and_the_retry_sends_only_it() {
+        let table = RouteTable::parse("*=file:one").unwrap();
+        let deliver = Batches::default();
+        deliver.refuse.lock().unwrap().push("w1".into());
+        let router = at_age(table, deliver, InMemorySeen::default(), Duration::ZERO);
+        let batch = || vec![about("w0", "doc-0"), about("w1", "doc-1"), about("w2", "doc-2"), about("w1b", "doc-1")];
+        let failed = router.route_batch(batch()).await;
+        assert_eq!(ids(&failed), ["sqs-w1", "sqs-w1b"], "w1 and, behind it, its resource's later w1b");
+        assert!(failed[0].reason.contains("w1 refused by the batch"), "{failed:?}");
+        assert!(failed[1].reason.contains("(message sqs-w1) failed"), "{failed:?}");
+
+        let retry: Vec<Record> = batch().into_iter().filter(|r| failed.iter().any(|f| f.id == r.id)).collect();
+        assert!(router.route_batch(retry).await.is_empty());
+        let sends: Vec<Vec<String>> = router.deliver.calls.lock().unwrap().iter().map(|(_, ids)| ids.clone()).collect();
+        assert_eq!(sends, [vec!["w0", "w1", "w2"], vec!["w1"], vec!["w1b"]], "w0 and w2 were not sent again");
     }
 
     /// Keeps lines up to `limit` bytes; refuses every append while `down`.
