@@ -240,4 +240,59 @@ mod tests {
         assert_eq!(metric(false, request).as_deref(), Some("EnqueueFailed"));
         assert_eq!(metric(true, IncomingRequest { headers: &unsigned, ..request }).as_deref(), Some("Rejected"));
     }
+
+    /// Takes every delivery.
+    struct Accepting;
+
+    impl crate::core::router::Deliver for Accepting {
+        async fn deliver(
+            &self,
+            _: &crate::core::routing::Destination,
+            _: &crate::core::router::Delivery<'_>,
+        ) -> Result<(), crate::core::router::DeliveryError> {
+            Ok(())
+        }
+    }
+
+    /// Schema drift reaches CloudWatch from the router's own line: a payload
+    /// with a field the model does not name is routed with a warning that
+    /// counts UnknownFields by event type, kept at LOG_LEVEL=warn; one that
+    /// fits writes nothing at warn.
+    #[test]
+    fn the_router_counts_payloads_with_fields_the_model_does_not_name() {
+        use crate::core::envelope::Envelope;
+        use crate::core::router::{Record, Router};
+        let sample: Value =
+            serde_json::from_slice(include_bytes!("../events/payloads/document.created.v2.json")).unwrap();
+        let mut drifted = sample.clone();
+        drifted["site"]["region"] = json!("eu");
+        let record = |id: &str, body: &Value| Record {
+            id: format!("sqs-{id}"),
+            message: Ok(Envelope {
+                source: "nectar".into(),
+                id: id.into(),
+                timestamp: 1_764_201_600,
+                body: body.to_string().into(),
+            }),
+            claim_check: None,
+            received: None,
+        };
+        let table = crate::core::routing::RouteTable::parse("*=stdout").unwrap();
+        let router = Router::new(table, Accepting, crate::core::dedup::InMemorySeen::default())
+            .with_clock(std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600)));
+        let lines = captured("warn", || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let failed =
+                runtime.block_on(router.route_batch(vec![record("msg_fits", &sample), record("msg_new", &drifted)]));
+            assert!(failed.is_empty(), "{failed:?}");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!((lines[0]["webhook_id"].clone(), lines[0]["unknown_fields"].clone()), (json!("msg_new"), json!(1)));
+        assert_eq!(
+            (lines[0]["UnknownFields"].clone(), lines[0]["EventType"].clone()),
+            (json!(1), json!("document.created.v2"))
+        );
+        assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "UnknownFields");
+        assert!(!lines[0].to_string().contains("\"eu\""), "never a payload value");
+    }
 }

@@ -355,7 +355,6 @@ fn serve_help_names_every_variable_serve_reads() {
         "IDEMPOTENCY_TTL_DAYS",
         "DEAD_LETTER_QUEUE_URL",
         "MAX_RECEIVE_COUNT",
-        "ARCHIVE_STREAM",
     ];
     let mut variables = Vec::new();
     for file in ["src/config.rs", "src/adapters/aws.rs"] {

@@ -22,11 +22,12 @@
 //! | `queued` | none: Lambda's `Invocations`, SQS's `NumberOfMessagesSent` |
 //! | `rejected` (`reason`) | `Rejected` (the reason is in the line) |
 //! | `not_queued` | `EnqueueFailed` |
-//! | `routed` (`duplicates`) | `DuplicatesSkipped`, only when there were any |
+//! | `routed` (`duplicates`, `unknown_fields`) | `DuplicatesSkipped`, only when there were any; `UnknownFields` (also by `EventType`, Nectar's twelve or `other`), only when the payload had fields the model does not name |
 //! | `not_routed` | `DeliveryFailures` |
 //! | `dead_lettered` | `DeadLettered` |
 //! | `not_archived` | `ArchiveFailures` |
 
+use crate::core::events::NECTAR_EVENT_TYPES;
 use crate::core::outcome::{OUTCOME_FIELD, Outcome};
 use serde_json::{Map, Value, json};
 use std::fmt;
@@ -35,38 +36,73 @@ use tracing::field::{Field, Visit};
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "NectarWebhooks";
 
-/// The metric a line with `outcome` counts, and its value; `None` when it
-/// counts nothing AWS does not count already.
-fn metric_for(outcome: Outcome, fields: &Map<String, Value>) -> Option<(&'static str, Value)> {
+/// One metric a line counts.
+struct Metric {
+    name: &'static str,
+    value: Value,
+    /// Also by `EventType`: one of Nectar's twelve, so the metric's
+    /// dimension values, each billed, stay a known few.
+    by_event_type: bool,
+}
+
+impl Metric {
+    fn count(name: &'static str, value: Value) -> Self {
+        Self { name, value, by_event_type: false }
+    }
+}
+
+/// The metrics a line with `outcome` counts, and their values; none when
+/// it counts nothing AWS does not count already.
+fn metrics_for(outcome: Outcome, fields: &Map<String, Value>) -> Vec<Metric> {
+    let positive = |name: &str| fields.get(name).filter(|n| n.as_u64().is_some_and(|n| n > 0));
     match outcome {
-        Outcome::Queued => None,
-        Outcome::Rejected => Some(("Rejected", json!(1))),
-        Outcome::NotQueued => Some(("EnqueueFailed", json!(1))),
-        Outcome::Routed => fields
-            .get("duplicates")
-            .filter(|n| n.as_u64().is_some_and(|n| n > 0))
-            .map(|n| ("DuplicatesSkipped", n.clone())),
-        Outcome::NotRouted => Some(("DeliveryFailures", json!(1))),
-        Outcome::DeadLettered => Some(("DeadLettered", json!(1))),
-        Outcome::NotArchived => Some(("ArchiveFailures", json!(1))),
+        Outcome::Queued => vec![],
+        Outcome::Rejected => vec![Metric::count("Rejected", json!(1))],
+        Outcome::NotQueued => vec![Metric::count("EnqueueFailed", json!(1))],
+        Outcome::Routed => {
+            let duplicates = positive("duplicates").map(|n| Metric::count("DuplicatesSkipped", n.clone()));
+            let unknown = positive("unknown_fields").map(|_| Metric {
+                name: "UnknownFields",
+                value: json!(1),
+                by_event_type: true,
+            });
+            duplicates.into_iter().chain(unknown).collect()
+        }
+        Outcome::NotRouted => vec![Metric::count("DeliveryFailures", json!(1))],
+        Outcome::DeadLettered => vec![Metric::count("DeadLettered", json!(1))],
+        Outcome::NotArchived => vec![Metric::count("ArchiveFailures", json!(1))],
     }
 }
 
 /// The fields that make a log line of `fields` an EMF document for the
-/// function `function`: `Function`, the metric's value under its name, and
-/// the `_aws` directive. `None` if the line counts nothing.
+/// function `function`: `Function` (and `EventType` where a metric is by
+/// type), each metric's value under its name, and the `_aws` directive.
+/// `None` if the line counts nothing.
 pub fn emf_fields(function: &str, fields: &Map<String, Value>, timestamp_ms: u64) -> Option<Map<String, Value>> {
     let outcome = fields.get(OUTCOME_FIELD).and_then(Value::as_str).and_then(Outcome::parse)?;
-    let (name, value) = metric_for(outcome, fields)?;
+    let metrics = metrics_for(outcome, fields);
+    if metrics.is_empty() {
+        return None;
+    }
     let mut emf = Map::new();
     emf.insert("Function".into(), json!(function));
-    emf.insert(name.into(), value);
-    emf.insert(
-        "_aws".into(),
-        json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
-            "Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": [{"Name": name, "Unit": "Count"}],
-        }]}),
-    );
+    let mut directives = Vec::new();
+    for metric in metrics {
+        let dimensions = if metric.by_event_type {
+            let event_type = fields.get("event_type").and_then(Value::as_str).unwrap_or_default();
+            let known = NECTAR_EVENT_TYPES.iter().find(|&&known| known == event_type).copied();
+            emf.insert("EventType".into(), json!(known.unwrap_or("other")));
+            // By function too, for the template's alarm on every type at once.
+            json!([["Function"], ["Function", "EventType"]])
+        } else {
+            json!([["Function"]])
+        };
+        emf.insert(metric.name.into(), metric.value);
+        directives.push(json!({
+            "Namespace": NAMESPACE, "Dimensions": dimensions, "Metrics": [{"Name": metric.name, "Unit": "Count"}],
+        }));
+    }
+    emf.insert("_aws".into(), json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": directives}));
     Some(emf)
 }
 
@@ -168,6 +204,31 @@ mod tests {
         assert!(emf_fields("router", &fields(routed), 0).is_none());
         assert!(emf_fields("router", &fields(json!({"message": "listening"})), 0).is_none());
         assert!(emf_fields("router", &fields(json!({"outcome": "webhook queued"})), 0).is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_counted_by_function_and_known_event_type_only_when_there_were_any() {
+        let routed = |event_type: &str, unknown_fields: u64| {
+            let line = json!({"outcome": "routed", "event_type": event_type, "delivered": 1, "duplicates": 0, "unknown_fields": unknown_fields});
+            emf_fields("router", &fields(line), 0)
+        };
+        assert!(routed("document.created.v2", 0).is_none(), "no metric, so no bill, while none are unknown");
+        let emf = routed("document.created.v2", 3).unwrap();
+        let directives = emf["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(directives.len(), 1);
+        assert_eq!(directives[0]["Dimensions"], json!([["Function"], ["Function", "EventType"]]));
+        assert_eq!(directives[0]["Metrics"][0]["Name"], "UnknownFields");
+        assert_eq!((emf["UnknownFields"].clone(), emf["EventType"].clone()), (json!(1), json!("document.created.v2")));
+        assert_eq!(
+            routed("document.created.v3", 1).unwrap()["EventType"],
+            "other",
+            "a type from the payload is no dimension"
+        );
+        let both =
+            json!({"outcome": "routed", "event_type": "connection.created", "duplicates": 1, "unknown_fields": 2});
+        let emf = emf_fields("router", &fields(both), 0).unwrap();
+        assert_eq!((emf["DuplicatesSkipped"].clone(), emf["UnknownFields"].clone()), (json!(1), json!(1)));
+        assert_eq!(emf["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(), 2);
     }
 
     #[test]

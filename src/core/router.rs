@@ -9,6 +9,7 @@ use crate::core::archive::{Archive, ArchiveError, ArchiveRecord, ArchivedBody};
 use crate::core::claim_check::{self, PayloadStore};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::dedup::{Claim, Lease, SeenStore, StoreError};
+use crate::core::drift;
 use crate::core::envelope::{ATTR_CLAIM_CHECK, DecodeError, Envelope, received_at};
 use crate::core::events::{Probe, probe};
 use crate::core::outcome::Outcome;
@@ -107,6 +108,9 @@ pub struct Routed {
     pub route: String,
     pub delivered: usize,
     pub duplicates: usize,
+    /// Field paths of the payload the typed model does not name
+    /// ([`drift::unknown_paths`]): Nectar's schema drifting.
+    pub unknown_fields: usize,
 }
 
 /// One message of a batch, as its queue identifies it.
@@ -488,16 +492,32 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         match outcome {
             Ok(routed) => {
                 let age_secs = signed_at.map(|t| self.clock.now_unix().saturating_sub(t));
-                info!(
-                    outcome = Outcome::Routed.as_str(),
-                    webhook_id,
-                    event_type = %routed.event_type,
-                    route = %routed.route,
-                    delivered = routed.delivered,
-                    duplicates = routed.duplicates,
-                    age_secs,
-                    "webhook routed"
-                );
+                // A payload with fields the model does not know is a warning, so
+                // that the UnknownFields metric it carries is kept at LOG_LEVEL=warn too.
+                if routed.unknown_fields > 0 {
+                    warn!(
+                        outcome = Outcome::Routed.as_str(),
+                        webhook_id,
+                        event_type = %routed.event_type,
+                        route = %routed.route,
+                        delivered = routed.delivered,
+                        duplicates = routed.duplicates,
+                        age_secs,
+                        unknown_fields = routed.unknown_fields,
+                        "webhook routed; its payload has fields the model does not name (see `nectar-webhooks drift`)"
+                    );
+                } else {
+                    info!(
+                        outcome = Outcome::Routed.as_str(),
+                        webhook_id,
+                        event_type = %routed.event_type,
+                        route = %routed.route,
+                        delivered = routed.delivered,
+                        duplicates = routed.duplicates,
+                        age_secs,
+                        "webhook routed"
+                    );
+                }
                 None
             }
             Err(err) => {
@@ -522,6 +542,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         Ok(Plan {
             route_name: route.name(),
             destinations: &route.destinations,
+            unknown_fields: drift::unknown_paths(&event_type, &envelope.body),
             event_type,
             resource_id: probe.resource_id,
             envelope,
@@ -638,6 +659,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                     route: plan.route_name.clone(),
                     delivered: tally.delivered,
                     duplicates: tally.duplicates,
+                    unknown_fields: plan.unknown_fields,
                 })
             })
             .collect()
@@ -674,6 +696,7 @@ struct Plan<'r> {
     route_name: String,
     resource_id: Option<String>,
     destinations: &'r [Destination],
+    unknown_fields: usize,
 }
 
 impl Plan<'_> {
