@@ -242,5 +242,88 @@ async fn the_router_archives_through_firehose_retries_what_it_could_not_and_repl
     let replayed = delivered(&fresh);
     assert_eq!(replayed.len(), 6, "the connection events of the window");
     assert!(replayed.iter().all(|(id, body)| bodies[id] == *body));
+
+    let drift = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"))
+        .args(["drift", "--from", &format!("s3://{bucket}/archive/"), "--json"])
+        .env("AWS_ENDPOINT_URL", moto_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(drift.status.code(), Some(0), "{}", String::from_utf8_lossy(&drift.stderr));
+    assert_eq!(String::from_utf8_lossy(&drift.stdout).trim(), "[]", "the samples fit the model");
+    assert!(String::from_utf8_lossy(&drift.stderr).contains("10 webhooks compared"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn drift(from: &Path, json: bool) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
+    command.arg("drift").arg("--from").arg(from);
+    if json {
+        command.arg("--json");
+    }
+    command.stdin(Stdio::null()).output().unwrap()
+}
+
+/// Nectar's samples fit the model; the same samples with an added nested
+/// field, a changed type and a removed field are reported as exactly those
+/// three, and `drift` exits 1; an archive it cannot read exits 2.
+#[test]
+fn drift_names_exactly_the_added_changed_and_removed_fields() {
+    let samples = project_dir().join("events/archive");
+    let fits = drift(&samples, false);
+    assert_eq!(fits.status.code(), Some(0), "{}", String::from_utf8_lossy(&fits.stderr));
+    assert!(String::from_utf8_lossy(&fits.stdout).contains("No drift"));
+    assert!(String::from_utf8_lossy(&fits.stderr).contains("12 webhooks compared"));
+
+    let dir = std::env::temp_dir().join(unique_name("drift"));
+    let hour = dir.join("dt=2025-11-27/hour=00");
+    std::fs::create_dir_all(&hour).unwrap();
+    let original = std::fs::read_to_string(samples.join("dt=2025-11-27/hour=00/samples.jsonl")).unwrap();
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let mutate = |event_type: &str, id: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let line = original.lines().find(|l| l.contains(&format!("\"eventType\":\"{event_type}\""))).unwrap();
+        let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut body: serde_json::Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        change(&mut body);
+        record["body"] = body.to_string().into();
+        record["id"] = id.into();
+        record.to_string()
+    };
+    lines.push(mutate("document.created.v2", "msg_added", &|b| b["site"]["region"] = "eu".into()));
+    lines.push(mutate("connection.updated.v2", "msg_retyped", &|b| b["status"] = 3.into()));
+    lines.push(mutate("connection.created", "msg_removed", &|b| {
+        b["company"].as_object_mut().unwrap().remove("externalId");
+    }));
+    // The original of connection.created has the field: replace it, so no payload of the type does.
+    lines.retain(|l| !l.contains("\"id\":\"msg_sample_connection.created\""));
+    std::fs::write(hour.join("mutated.jsonl"), lines.join("\n") + "\n").unwrap();
+
+    let drifted = drift(&dir, true);
+    assert_eq!(drifted.status.code(), Some(1), "{}", String::from_utf8_lossy(&drifted.stderr));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&drifted.stdout).unwrap();
+    let named: Vec<(&str, &str, &str, &str)> = findings
+        .iter()
+        .map(|f| {
+            let text = |k: &str| f[k].as_str().unwrap();
+            (text("eventType"), text("path"), text("kind"), f["samples"][0].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("connection.created", "company.externalId", "missing", "msg_removed"),
+            ("connection.updated.v2", "status", "type_changed", "msg_retyped"),
+            ("document.created.v2", "site.region", "unknown", "msg_added"),
+        ]
+    );
+    assert!(!String::from_utf8_lossy(&drifted.stdout).contains("\"eu\""), "never a payload value");
+    let text = drift(&dir, false);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("site.region"));
+
+    let unreadable = drift(&dir.join("no-such-archive"), false);
+    assert_eq!(unreadable.status.code(), Some(2), "{}", String::from_utf8_lossy(&unreadable.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
