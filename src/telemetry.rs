@@ -12,15 +12,23 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::IsTerminal as _;
 use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
 
-fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+/// `RUST_LOG` as `target=level` directives (`warn`, `nectar_webhooks=debug,info`),
+/// `info` when unset or unreadable. `Targets` rather than `EnvFilter`: the
+/// span and field matchers `EnvFilter` adds need a regex engine, about 0.2 MB
+/// of the bootstrap that nobody filtering these lines uses.
+fn filter() -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// For the Lambda functions: JSON log lines, with their metrics, on stdout,
@@ -40,7 +48,7 @@ pub fn init_lambda() {
 /// traced), so every line of an invocation carries them at the top level, as
 /// Lambda's own JSON log records do. A line of this crate whose `outcome`
 /// counts a metric is also an EMF document (`Function`, the metric, `_aws`).
-pub fn lambda_subscriber<L>(filter: EnvFilter, function: impl Into<String>, logs: L) -> impl Subscriber + Send + Sync
+pub fn lambda_subscriber<L>(filter: Targets, function: impl Into<String>, logs: L) -> impl Subscriber + Send + Sync
 where
     L: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -57,7 +65,8 @@ where
 /// text, and never with `NO_COLOR` set (<https://no-color.org>).
 pub fn init_local() {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt().compact().with_ansi(colour).with_env_filter(filter()).with_writer(std::io::stderr).init();
+    let lines = tracing_subscriber::fmt::layer().compact().with_ansi(colour).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(lines.with_filter(filter())).init();
 }
 
 /// Formats an event as one flat JSON object: the event's own fields win over
@@ -125,7 +134,7 @@ mod tests {
     fn captured(directives: &str, f: impl FnOnce()) -> Vec<Value> {
         let logs = Captured::default();
         let l = logs.clone();
-        let subscriber = lambda_subscriber(EnvFilter::new(directives), "ingest", move || l.clone());
+        let subscriber = lambda_subscriber(directives.parse().expect("directives"), "ingest", move || l.clone());
         tracing::subscriber::with_default(subscriber, f);
         logs.lines()
     }
