@@ -396,6 +396,17 @@ def section_process(p, arm64):
         "client is created (smithy does that to read the system CA bundle early): ×1.46 and ×1.49 → ×1.37 and "
         "×1.31.",
         "",
+        "The first random number: aws-lc-sys 0.47 builds AWS-LC with CPU jitter entropy as the root of its "
+        "random number generators, and the first random number a process draws samples timing noise to seed "
+        "it: about 30 ms of CPU here (`perf record`: `tree_jitter_initialize_once`, `jent_measure_jitter`). "
+        "The router's first lease token paid it (first invocation 33,059 µs, second 2,185 µs, medians of 20); "
+        "in AWS each function's first TLS handshake draws one too (rustls's client random comes from AWS-LC), "
+        "so both paid it once per cold start, up to about 0.4 s at 128 MB's share of a vCPU if it is all CPU "
+        "work as it was here. `.cargo/config.toml` builds AWS-LC with `AWS_LC_SYS_NO_JITTER_ENTROPY=1`, so its "
+        "seeds come from the operating system (`getrandom`) with RDRAND or RNDR as the second source, as "
+        "BoringSSL's and OpenSSL's do: the router's first invocation 2,977 µs after (medians of 20, measured "
+        "alone on 2026-12-06).",
+        "",
         "Not done: linking a position-dependent (non-PIE) executable would remove the relocations, but it gives "
         "up address-space layout randomisation of the program's code, a trade not made for half a millisecond "
         "once per cold start. Deferring the clients to the first invocation would only move the cost: at 128 MB "
