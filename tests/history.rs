@@ -170,6 +170,46 @@ async fn a_replayed_window_arrives_once_byte_exact_and_a_second_run_adds_nothing
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A replay interrupted with Ctrl-C (SIGINT) stops after the batch under way
+/// and says how to resume; run again with its id, it delivers the rest and
+/// nothing twice. The twelve committed samples, two batches of ten and two,
+/// at 1 a second: the first batch goes at once, the second would wait 10 s,
+/// and the interrupt ends that wait.
+#[test]
+fn an_interrupted_replay_resumes_where_it_stopped() {
+    let dir = std::env::temp_dir().join(unique_name("resume"));
+    let (fresh, data) = (dir.join("fresh.jsonl"), dir.join("data"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let samples = project_dir().join("events/archive");
+    let to = format!("file:{}", fresh.display());
+    let window = ["--from", samples.to_str().unwrap(), "--since", "2025-11-27T00:00:00Z", "--to", &to];
+    let replay_command = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nectar-webhooks"));
+        command.arg("replay").args(window).args(["--replay-id", "rp_resume", "--data-dir"]).arg(&data);
+        command.env_remove("ROUTES").env_remove("IDEMPOTENCY_TABLE").stdin(Stdio::null());
+        command
+    };
+    let running = replay_command().arg("--rate").arg("1").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("the first batch", 10, || json_lines(&fresh).len());
+    let sent = Command::new("kill").args(["-INT", &running.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let interrupted_at = Instant::now();
+    let stopped = running.wait_with_output().unwrap();
+    assert!(interrupted_at.elapsed() < Duration::from_secs(9), "Ctrl-C ends the wait for the rate");
+    let said = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success(), "an interrupted replay does not exit 0: {said}");
+    assert!(said.contains("interrupted after 10 of 12"), "{said}");
+    assert!(said.contains("--replay-id rp_resume to resume"), "{said}");
+    assert_eq!(json_lines(&fresh).len(), 10, "the batch under way finishes, the next does not start");
+
+    let resumed = replay_command().output().unwrap();
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{said}");
+    assert!(said.contains("10 already delivered by an earlier run"), "{said}");
+    assert_eq!(delivered(&fresh).len(), 12, "every sample once");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A router archiving into `stream`, delivering to `out`, remembering its
 /// deliveries in `table` (so handlers made one after another share them).
 fn archive_handler(stream: &str, out: &Path, table: &str) -> SqsBatchHandler<Destinations, DynamoSeen> {

@@ -189,13 +189,16 @@ pub async fn run(args: Args) -> Result<(), String> {
     let total = selected.len();
     let (mut done, mut failed) = (0usize, Vec::new());
     let mut last_report = Instant::now();
-    // Ctrl-C stops the run after the batch under way, so no delivery is cut short.
+    // Ctrl-C stops the run after the batch under way, so no delivery is cut
+    // short, and at once while it waits for its rate.
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interrupt = Arc::new(tokio::sync::Notify::new());
     tokio::spawn({
-        let interrupted = Arc::clone(&interrupted);
+        let (interrupted, interrupt) = (Arc::clone(&interrupted), Arc::clone(&interrupt));
         async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                interrupt.notify_one();
             }
         }
     });
@@ -215,7 +218,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         save_checkpoint(&checkpoint_path, &checkpoint)?;
         if let Some(rate) = args.rate {
             let due = Duration::from_secs_f64(done as f64 / rate);
-            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+            tokio::select! {
+                () = tokio::time::sleep(due.saturating_sub(started.elapsed())) => {}
+                () = interrupt.notified() => {}
+            }
         }
         if last_report.elapsed() >= Duration::from_secs(1) || done == total {
             last_report = Instant::now();
