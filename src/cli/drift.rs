@@ -3,9 +3,8 @@
 //! on a schedule or in CI. Prints paths, kinds, counts, times and webhook
 //! ids, never a payload value.
 
-use super::replay::{References, body_of, is_s3_reference};
+use super::replay::{LazySdk, References, body_of, is_s3_reference};
 use crate::adapters::archive::source::{ArchiveSource, Window};
-use crate::adapters::aws;
 use crate::core::drift::{DriftReport, render_text};
 use chrono::{DateTime, Utc};
 use std::process::ExitCode;
@@ -41,18 +40,15 @@ pub async fn run(args: Args) -> ExitCode {
 
 /// Prints the report; true if it found no drift.
 async fn report(args: Args) -> Result<bool, String> {
-    let sdk = tokio::sync::OnceCell::new();
-    let sdk_config = || async {
-        sdk.get_or_try_init(|| async { aws::sdk_config().await.map_err(|err| err.to_string()) }).await.cloned()
-    };
-    let source = ArchiveSource::open(&args.from, || async { Ok(aws_sdk_s3::Client::new(&sdk_config().await?)) })
+    let sdk = LazySdk::default();
+    let source = ArchiveSource::open(&args.from, || async { Ok(aws_sdk_s3::Client::new(&sdk.config().await?)) })
         .await
         .map_err(|err| err.to_string())?;
     // Every partition from `since` on: drift has no end of window to add a lag to.
     let window = Window { since: args.since, until: args.until, lag: chrono::Duration::days(14) };
     let (records, stats) = source.read(window).await.map_err(|err| err.to_string())?;
     let payloads = References::new(if records.iter().any(|r| is_s3_reference(&r.body)) {
-        Some(aws_sdk_s3::Client::new(&sdk_config().await?))
+        Some(aws_sdk_s3::Client::new(&sdk.config().await?))
     } else {
         None
     });

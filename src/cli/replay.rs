@@ -108,17 +108,14 @@ pub async fn run(args: Args) -> Result<(), String> {
     let selection = Selection::new(args.event_type.as_deref(), args.filter.as_deref())
         .map_err(|err| format!("--type/--filter: {err}"))?;
     let table = replay_table(&args)?;
-    let sdk = tokio::sync::OnceCell::new();
-    let sdk_config = || async {
-        sdk.get_or_try_init(|| async { aws::sdk_config().await.map_err(|err| err.to_string()) }).await.cloned()
-    };
-    let source = ArchiveSource::open(&args.from, || async { Ok(aws_sdk_s3::Client::new(&sdk_config().await?)) })
+    let sdk = LazySdk::default();
+    let source = ArchiveSource::open(&args.from, || async { Ok(aws_sdk_s3::Client::new(&sdk.config().await?)) })
         .await
         .map_err(|err| err.to_string())?;
     let window = Window { since: Some(args.since), until: Some(until), lag: chrono::Duration::hours(args.lag_hours) };
     let (records, stats) = source.read(window).await.map_err(|err| err.to_string())?;
     let payloads = References::new(if records.iter().any(|r| is_s3_reference(&r.body)) {
-        Some(aws_sdk_s3::Client::new(&sdk_config().await?))
+        Some(aws_sdk_s3::Client::new(&sdk.config().await?))
     } else {
         None
     });
@@ -161,10 +158,10 @@ pub async fn run(args: Args) -> Result<(), String> {
     let table_name = args.idempotency_table.clone().or_else(|| env(config::IDEMPOTENCY_TABLE));
     let mut destinations = Destinations::default();
     if needs_sqs {
-        destinations = destinations.with_sqs(aws_sdk_sqs::Client::new(&sdk_config().await?));
+        destinations = destinations.with_sqs(aws_sdk_sqs::Client::new(&sdk.config().await?));
     }
     if needs_eventbridge {
-        destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(&sdk_config().await?));
+        destinations = destinations.with_eventbridge(aws_sdk_eventbridge::Client::new(&sdk.config().await?));
     }
     destinations
         .check(&table, Check::Reachable)
@@ -172,7 +169,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|err| format!("a destination cannot be reached:\n{err}"))?;
     let store = match table_name {
         Some(table) => IdempotencyStore::Dynamo(DynamoSeen::new(
-            aws_sdk_dynamodb::Client::new(&sdk_config().await?),
+            aws_sdk_dynamodb::Client::new(&sdk.config().await?),
             table,
             DEFAULT_TTL,
             DEFAULT_LEASE,
@@ -282,6 +279,17 @@ fn record_for(record: &ArchiveRecord) -> Record {
         })
         .map_err(|err| crate::core::envelope::DecodeError::PayloadUnavailable(err.to_string()));
     Record { id: format!("{}/{}", record.source, record.id), message, claim_check, received: Some(record.received) }
+}
+
+/// The AWS configuration, read from the environment on first use only, so
+/// that commands given a local archive and local destinations need none.
+#[derive(Default)]
+pub(super) struct LazySdk(tokio::sync::OnceCell<aws_config::SdkConfig>);
+
+impl LazySdk {
+    pub(super) async fn config(&self) -> Result<aws_config::SdkConfig, String> {
+        self.0.get_or_try_init(|| async { aws::sdk_config().await.map_err(|err| err.to_string()) }).await.cloned()
+    }
 }
 
 /// A record's body, fetched if it was archived by reference.

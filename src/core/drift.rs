@@ -725,22 +725,12 @@ mod tests {
     use crate::core::events::NectarEvent;
     use serde_json::json;
 
-    /// The committed samples, with the event type each is sent as.
-    const SAMPLES: [(&str, &[u8]); 13] = [
-        ("connection.created", include_bytes!("../../events/payloads/connection.created.json")),
-        ("connection.updated", include_bytes!("../../events/payloads/connection.updated.json")),
-        ("connection.validated", include_bytes!("../../events/payloads/connection.validated.json")),
-        ("document.created", include_bytes!("../../events/payloads/document.created.json")),
-        ("document.updated", include_bytes!("../../events/payloads/document.updated.json")),
-        ("document.deleted", include_bytes!("../../events/payloads/document.deleted.json")),
-        ("connection.created.v2", include_bytes!("../../events/payloads/connection.created.v2.json")),
-        ("connection.created.v2", include_bytes!("../../events/payloads/connection.created.v2.no-event-type.json")),
-        ("connection.updated.v2", include_bytes!("../../events/payloads/connection.updated.v2.json")),
-        ("connection.validated.v2", include_bytes!("../../events/payloads/connection.validated.v2.json")),
-        ("document.created.v2", include_bytes!("../../events/payloads/document.created.v2.json")),
-        ("document.updated.v2", include_bytes!("../../events/payloads/document.updated.v2.json")),
-        ("document.deleted.v2", include_bytes!("../../events/payloads/document.deleted.v2.json")),
-    ];
+    /// The committed samples, with the event type each is sent as: the
+    /// catalog's examples and the v2 connection sent without `eventType`.
+    static SAMPLES: LazyLock<Vec<(&str, &[u8])>> = LazyLock::new(|| {
+        let untyped: &[u8] = include_bytes!("../../events/payloads/connection.created.v2.no-event-type.json");
+        CATALOG_EXAMPLES.into_iter().chain([("connection.created.v2", untyped)]).collect()
+    });
 
     /// `"accountIds": [0137746423]`: a leading zero, not JSON.
     const INVALID_JSON: &[u8] = include_bytes!("../../events/payloads/connection.created.invalid-json.json");
