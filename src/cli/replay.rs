@@ -187,20 +187,16 @@ pub async fn run(args: Args) -> Result<(), String> {
     let (mut done, mut failed) = (0usize, Vec::new());
     let mut last_report = Instant::now();
     // Ctrl-C stops the run after the batch under way, so no delivery is cut
-    // short, and at once while it waits for its rate.
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let interrupt = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn({
-        let (interrupted, interrupt) = (Arc::clone(&interrupted), Arc::clone(&interrupt));
-        async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-                interrupt.notify_one();
-            }
+    // short, and at once while it waits for its rate. (Were Ctrl-C not to be
+    // had, the channel closes: `wait_for` errs, and the rate is still kept.)
+    let (interrupt, mut interrupted) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupt.send_replace(true);
         }
     });
     for batch in selected.chunks(BATCH) {
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        if *interrupted.borrow() {
             return Err(format!(
                 "interrupted after {done} of {total}; run the same command with --replay-id {replay_id} to resume"
             ));
@@ -217,7 +213,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             let due = Duration::from_secs_f64(done as f64 / rate);
             tokio::select! {
                 () = tokio::time::sleep(due.saturating_sub(started.elapsed())) => {}
-                () = interrupt.notified() => {}
+                Ok(_) = interrupted.wait_for(|stop| *stop) => {}
             }
         }
         if last_report.elapsed() >= Duration::from_secs(1) || done == total {
