@@ -1,11 +1,16 @@
 //! Log set-up. In Lambda: one flat JSON object per line (CloudWatch's JSON
-//! log format) carrying the invocation's `requestId`; the line that records
-//! a webhook's outcome also carries its CloudWatch metrics, if any, in
-//! Embedded Metric Format ([`crate::adapters::metrics`]), so each webhook
-//! costs one line per function. On a terminal: compact text on stderr.
-//! `RUST_LOG` filters the lines (default `info`); at `warn` a webhook that
-//! went well writes nothing, and every failure still writes its line and
-//! metric.
+//! log format) carrying the invocation's `requestId`; a line that records a
+//! webhook's failure also carries its CloudWatch metric in Embedded Metric
+//! Format ([`crate::adapters::metrics`]). On a terminal: compact text on
+//! stderr.
+//!
+//! `RUST_LOG` filters the lines. In Lambda the default is `info`: the router
+//! writes one line per batch naming the webhooks it routed, ingest nothing
+//! for a webhook it queued; `nectar_webhooks=debug` adds a line per webhook
+//! per function; at `warn` a webhook that went well writes nothing. Every
+//! failure, duplicate and unknown field writes its line and metric at any of
+//! them. Locally the default is a line per webhook, which is what a person
+//! watching `serve` wants to see.
 
 use crate::adapters::metrics::{self, FieldValues};
 use serde_json::{Map, Value};
@@ -21,21 +26,28 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// `RUST_LOG` as `target=level` directives (`warn`, `nectar_webhooks=debug,info`),
-/// `info` when unset or unreadable. `Targets` rather than `EnvFilter`: the
+/// `default` when unset or unreadable. `Targets` rather than `EnvFilter`: the
 /// span and field matchers `EnvFilter` adds need a regex engine, 347 KB
 /// of each arm64 bootstrap that nobody filtering these lines uses.
-fn filter() -> Targets {
-    std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|directives| directives.parse().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+fn filter(default: fn() -> Targets) -> Targets {
+    std::env::var("RUST_LOG").ok().and_then(|directives| directives.parse().ok()).unwrap_or_else(default)
+}
+
+/// Lambda's default: the batch lines and every failure.
+fn lambda_default() -> Targets {
+    Targets::new().with_default(LevelFilter::INFO)
+}
+
+/// The local default: a line per webhook as well.
+fn local_default() -> Targets {
+    Targets::new().with_default(LevelFilter::INFO).with_target(env!("CARGO_CRATE_NAME"), LevelFilter::DEBUG)
 }
 
 /// For the Lambda functions: JSON log lines, with their metrics, on stdout,
 /// for the function named by `AWS_LAMBDA_FUNCTION_NAME`.
 pub fn init_lambda() {
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned());
-    lambda_subscriber(filter(), function, std::io::stdout).init();
+    lambda_subscriber(filter(lambda_default), function, std::io::stdout).init();
 }
 
 /// The Lambda functions' subscriber: lines filtered by `filter` and written
@@ -44,9 +56,9 @@ pub fn init_lambda() {
 /// A line is one JSON object: `timestamp`, `level`, `message`, the event's
 /// fields (`webhook_id`, `event_type`, `route`, `reason`, …), and the fields
 /// of the spans it happened in. `lambda_runtime` runs each invocation in a
-/// span `Lambda runtime invoke` with `requestId` (and `xrayTraceId` when
-/// traced), so every line of an invocation carries them at the top level, as
-/// Lambda's own JSON log records do. A line of this crate whose `outcome`
+/// span `Lambda runtime invoke` with `requestId` and `xrayTraceId`, so every
+/// line of an invocation carries them at the top level, as Lambda's own JSON
+/// log records do; the trace id only when the trace is sampled. A line of this crate whose `outcome`
 /// counts a metric is also an EMF document (`Function`, the metric, `_aws`).
 pub fn lambda_subscriber<L>(filter: Targets, function: impl Into<String>, logs: L) -> impl Subscriber + Send + Sync
 where
@@ -66,7 +78,7 @@ where
 pub fn init_local() {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let lines = tracing_subscriber::fmt::layer().compact().with_ansi(colour).with_writer(std::io::stderr);
-    tracing_subscriber::registry().with(lines.with_filter(filter())).init();
+    tracing_subscriber::registry().with(lines.with_filter(filter(local_default))).init();
 }
 
 /// Formats an event as one flat JSON object: the event's own fields win over
@@ -99,6 +111,12 @@ where
                 }
             }
         }
+        // An unsampled trace id (`Sampled=0`: every invocation without
+        // `Tracing: Active`) links to no trace, and in AWS it is about 100
+        // bytes, more than a sixth of the router's batch line.
+        if line.get(TRACE_ID).and_then(Value::as_str).is_some_and(|id| !sampled(id)) {
+            line.remove(TRACE_ID);
+        }
         let mut fields = FieldValues::default();
         event.record(&mut fields);
         let ours = event.metadata().target().split("::").next() == Some(env!("CARGO_CRATE_NAME"));
@@ -110,6 +128,15 @@ where
         line.entry("message").or_insert_with(|| Value::String(String::new()));
         writeln!(writer, "{}", Value::Object(line))
     }
+}
+
+/// The field `lambda_runtime`'s invocation span carries the X-Ray trace header in.
+const TRACE_ID: &str = "xrayTraceId";
+
+/// Whether an X-Ray trace header (`Root=…;Parent=…;Sampled=1`) says the
+/// trace is recorded.
+fn sampled(trace_header: &str) -> bool {
+    trace_header.split(';').any(|part| part.trim() == "Sampled=1")
 }
 
 /// Now, as RFC 3339 in UTC with microseconds.
@@ -146,7 +173,7 @@ mod tests {
             let span = info_span!("Lambda runtime invoke", requestId = "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
             let _entered = span.enter();
             info!(outcome = "queued", webhook_id = "msg_abc", source = "nectar", bytes = 12, "webhook queued");
-            let inner = info_span!("inner", xrayTraceId = "Root=1-5759e988-bd862e3fe1be46a994272793");
+            let inner = info_span!("inner", xrayTraceId = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1");
             inner.in_scope(|| {
                 warn!(outcome = "rejected", webhook_id = "msg_def", reason = "signature_mismatch", "webhook rejected")
             });
@@ -165,11 +192,24 @@ mod tests {
         assert!(queued.get("_aws").is_none(), "AWS counts queued webhooks for free");
         let rejected = &logs[2];
         assert_eq!(rejected["requestId"], "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
-        assert_eq!(rejected["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(rejected["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1");
         assert_eq!(rejected["reason"], "signature_mismatch");
         assert_eq!(rejected["level"], "WARN");
         assert_eq!((rejected["Function"].clone(), rejected["Rejected"].clone()), (json!("ingest"), json!(1)));
         assert_eq!(rejected["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Rejected");
+    }
+
+    #[test]
+    fn an_unsampled_trace_id_is_left_out() {
+        let logs = captured("info", || {
+            let unsampled =
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0;Lineage=1:ab12:0";
+            info_span!("Lambda runtime invoke", requestId = "r1", xrayTraceId = unsampled).in_scope(|| info!("a"));
+            let sampled = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+            info_span!("Lambda runtime invoke", requestId = "r2", xrayTraceId = sampled).in_scope(|| info!("b"));
+        });
+        assert_eq!((logs[0]["requestId"].clone(), logs[0].get("xrayTraceId")), (json!("r1"), None));
+        assert!(logs[1]["xrayTraceId"].as_str().unwrap().ends_with("Sampled=1"), "{logs:?}");
     }
 
     #[test]
@@ -213,8 +253,9 @@ mod tests {
     }
 
     /// The metrics come from the code paths themselves, not from log lines
-    /// written for the test: ingest's accept, refuse and enqueue-failure
-    /// answers each write one line, with the metric of what went wrong.
+    /// written for the test: ingest's accept (at debug), refuse and
+    /// enqueue-failure answers each write one line, with the metric of what
+    /// went wrong; at info, the default, an accept writes nothing.
     #[test]
     fn ingest_writes_one_line_per_webhook_with_the_metric_of_what_went_wrong() {
         use crate::core::ingest::{IncomingRequest, Ingest, Limits};
@@ -236,16 +277,20 @@ mod tests {
             body_undecodable: false,
         };
         let unsigned = http::HeaderMap::new();
-        let metric = |queue_takes: bool, request: IncomingRequest<'_>| {
+        let logged = |directives: &str, queue_takes: bool, request: IncomingRequest<'_>| {
             let ingest = Ingest::new(config.sources(), TestQueue(queue_takes), Limits::default(), clock.clone());
-            let lines = captured("info", || {
+            captured(directives, || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
                 runtime.block_on(ingest.respond(request, std::future::pending()));
-            });
+            })
+        };
+        let metric = |queue_takes: bool, request: IncomingRequest<'_>| {
+            let lines = logged("info,nectar_webhooks=debug", queue_takes, request);
             assert_eq!(lines.len(), 1, "{lines:?}");
             lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().map(str::to_owned)
         };
         assert_eq!(metric(true, request), None);
+        assert_eq!(logged("info", true, request), Vec::<Value>::new(), "queued: the router's line names it");
         assert_eq!(metric(false, request).as_deref(), Some("EnqueueFailed"));
         assert_eq!(metric(true, IncomingRequest { headers: &unsigned, ..request }).as_deref(), Some("Rejected"));
     }
@@ -303,5 +348,53 @@ mod tests {
         );
         assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "UnknownFields");
         assert!(!lines[0].to_string().contains("\"eu\""), "never a payload value");
+    }
+
+    /// At info the router writes one line per batch, naming every webhook
+    /// it routed; a webhook that destinations had already writes its own
+    /// line with the DuplicatesSkipped metric, kept at warn too.
+    #[test]
+    fn the_router_writes_one_line_per_batch_and_counts_duplicates_at_warn() {
+        use crate::core::envelope::Envelope;
+        use crate::core::router::{Record, Router};
+        let sample = include_bytes!("../events/payloads/document.created.v2.json");
+        let record = |id: &str| Record {
+            id: format!("sqs-{id}"),
+            message: Ok(Envelope {
+                source: "nectar".into(),
+                id: id.into(),
+                timestamp: 1_764_201_598,
+                body: sample.to_vec().into(),
+            }),
+            claim_check: None,
+            received: None,
+        };
+        let table = crate::core::routing::RouteTable::parse("*=stdout").unwrap();
+        let router = Router::new(table, Accepting, crate::core::dedup::InMemorySeen::default())
+            .with_clock(std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600)));
+        let route = |directives: &str, ids: &[&str]| {
+            captured(directives, || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+                let failed = runtime.block_on(router.route_batch(ids.iter().map(|id| record(id)).collect()));
+                assert!(failed.is_empty(), "{failed:?}");
+            })
+        };
+
+        let lines = route("info", &["msg_a", "msg_b"]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["outcome"], "batch_routed");
+        assert_eq!(lines[0]["webhook_ids"], "msg_a msg_b");
+        assert_eq!(lines[0]["routed"], 2);
+        assert!(
+            lines[0].get("delivered").is_none() && lines[0].get("duplicates").is_none(),
+            "one delivery each, no duplicate: nothing to add to `routed`: {lines:?}"
+        );
+        assert_eq!(lines[0]["oldest_age_secs"], 2);
+        assert!(lines[0].get("_aws").is_none(), "{lines:?}");
+
+        let lines = route("warn", &["msg_a", "msg_c"]);
+        assert_eq!(lines.len(), 1, "only the duplicate at warn: {lines:?}");
+        assert_eq!((lines[0]["webhook_id"].clone(), lines[0]["duplicates"].clone()), (json!("msg_a"), json!(1)));
+        assert_eq!(lines[0]["DuplicatesSkipped"], 1);
     }
 }

@@ -360,7 +360,7 @@ fn emf<'a>(lines: &'a [Value], metric: &str) -> Vec<&'a Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_ingest_lambda_logs_one_json_line_per_webhook_with_the_request_id_and_none_at_warn() {
+async fn the_ingest_lambda_logs_a_queued_webhook_only_at_debug_with_the_request_id() {
     let client = sqs_client();
     let queue = create_queue(&client, "telemetry-ingest").await;
     let body = std::fs::read(project_dir().join("events/payloads/document.created.v2.json")).unwrap();
@@ -369,68 +369,92 @@ async fn the_ingest_lambda_logs_one_json_line_per_webhook_with_the_request_id_an
         Signed { source: "nectar", id, timestamp: now(), signature: &signature, body: &body, base64_body: false }
             .http_v2(false)
     };
-    let env = [("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str())];
     let request_id = "0f6d1a4e-telemetry-ingest";
-    let (answer, lines) =
-        invoke_binary(env!("CARGO_BIN_EXE_ingest"), "nectar-ingest", &env, request_id, signed_event("msg_telemetry_1"))
-            .await;
+    // The template's LogLevel debug.
+    let each =
+        [("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str()), ("RUST_LOG", "info,nectar_webhooks=debug")];
+    let (answer, lines) = invoke_binary(
+        env!("CARGO_BIN_EXE_ingest"),
+        "nectar-ingest",
+        &each,
+        request_id,
+        signed_event("msg_telemetry_1"),
+    )
+    .await;
     assert!(answer.starts_with("response ") && answer.contains("202"), "{answer}");
-
     assert_eq!(lines.len(), 1, "one line for the webhook, nothing else: {lines:#?}");
     let queued = &lines[0];
     assert_eq!(queued["message"], "webhook queued");
     assert_eq!(queued["requestId"], request_id);
     assert_eq!(queued["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1");
     assert_eq!(queued["webhook_id"], "msg_telemetry_1");
-    assert_eq!(queued["level"], "INFO");
+    assert_eq!(queued["level"], "DEBUG");
     assert!(queued.get("_aws").is_none(), "Lambda and SQS count accepted webhooks for free: {queued}");
 
-    let quiet = [("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str()), ("RUST_LOG", "warn")];
-    let (answer, lines) = invoke_binary(
-        env!("CARGO_BIN_EXE_ingest"),
-        "nectar-ingest",
-        &quiet,
-        request_id,
-        signed_event("msg_telemetry_2"),
-    )
-    .await;
-    assert!(answer.contains("202"), "{answer}");
-    assert!(lines.is_empty(), "at warn, a webhook that went well writes nothing: {lines:#?}");
-    assert_eq!(drain(&client, &queue, 2).await.len(), 2);
+    // RUST_LOG unset: info, the template's default; and warn.
+    for (level, env) in [
+        ("info", vec![("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str())]),
+        ("warn", vec![("WEBHOOK_SECRET", SAMPLE_SECRET), ("QUEUE_URL", queue.as_str()), ("RUST_LOG", "warn")]),
+    ] {
+        let id = format!("msg_telemetry_{level}");
+        let (answer, lines) =
+            invoke_binary(env!("CARGO_BIN_EXE_ingest"), "nectar-ingest", &env, request_id, signed_event(&id)).await;
+        assert!(answer.contains("202"), "{answer}");
+        assert!(
+            lines.is_empty(),
+            "at {level}, a webhook queued writes nothing (the router's line names it): {lines:#?}"
+        );
+    }
+    assert_eq!(drain(&client, &queue, 3).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_router_lambda_logs_one_line_per_record_with_the_request_id_and_counts_failures() {
+async fn the_router_lambda_logs_one_line_per_batch_naming_what_it_routed_and_counts_failures() {
     let good = std::fs::read(project_dir().join("events/payloads/connection.updated.v2.json")).unwrap();
     let record = |id: &str, body: &[u8]| {
         Signed { source: "nectar", id, timestamp: now() - 3, signature: "v1,unused", body, base64_body: false }
             .sqs_record()
     };
-    let event = json!({"Records": [record("msg_routed", &good), record("msg_unrouted", br#"{"eventType":"other"}"#)]});
+    let event = json!({"Records": [
+        record("msg_routed", &good),
+        record("msg_unrouted", br#"{"eventType":"other"}"#),
+        record("msg_routed_too", &good),
+    ]});
     let env = [("ROUTES", "connection.*=drop")];
     let request_id = "7c1e9b2a-telemetry-router";
-    let (answer, lines) = invoke_binary(env!("CARGO_BIN_EXE_router"), "nectar-router", &env, request_id, event).await;
+    let (answer, lines) =
+        invoke_binary(env!("CARGO_BIN_EXE_router"), "nectar-router", &env, request_id, event.clone()).await;
     assert!(answer.starts_with("response ") && answer.contains("batchItemFailures"), "{answer}");
 
-    for webhook in ["msg_routed", "msg_unrouted"] {
-        let of_webhook: Vec<&Value> = lines.iter().filter(|l| l["webhook_id"] == webhook).collect();
-        assert!(!of_webhook.is_empty(), "{webhook}: {lines:#?}");
-        assert!(of_webhook.iter().all(|l| l["requestId"] == request_id), "{of_webhook:#?}");
-    }
-    let routed: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "routed").collect();
-    assert_eq!(routed.len(), 1, "{lines:#?}");
+    assert!(lines.iter().all(|l| l["requestId"] == request_id), "{lines:#?}");
+    let batch: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "batch_routed").collect();
+    assert_eq!(batch.len(), 1, "one line for the batch: {lines:#?}");
     assert_eq!(
-        (routed[0]["event_type"].clone(), routed[0]["route"].clone()),
-        (json!("connection.updated.v2"), json!("connection.*")),
-        "the detail Logs Insights reads"
+        batch[0]["webhook_ids"], "msg_routed msg_routed_too",
+        "every id routed, in one field Logs Insights reads"
     );
-    assert!(routed[0]["age_secs"].as_i64().unwrap() >= 3);
-    assert!(routed[0].get("_aws").is_none(), "no custom metric for what went right: {}", routed[0]);
+    assert_eq!((batch[0]["routed"].clone(), batch[0]["level"].clone()), (json!(2), json!("INFO")));
+    assert!(batch[0]["oldest_age_secs"].as_i64().unwrap() >= 3);
+    assert!(batch[0].get("_aws").is_none(), "no custom metric for what went right: {}", batch[0]);
+    assert!(lines.iter().all(|l| l["outcome"] != "routed"), "no line per webhook at info: {lines:#?}");
     let failures = emf(&lines, "DeliveryFailures");
     assert_eq!(failures.len(), 1, "{lines:#?}");
     assert_eq!(
-        (failures[0]["outcome"].clone(), failures[0]["Function"].clone()),
-        (json!("not_routed"), json!("nectar-router"))
+        (failures[0]["outcome"].clone(), failures[0]["Function"].clone(), failures[0]["webhook_id"].clone()),
+        (json!("not_routed"), json!("nectar-router"), json!("msg_unrouted"))
     );
     assert_eq!(failures[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NectarWebhooks");
+
+    // LogLevel debug: a line per webhook, with the detail by type and route.
+    let env = [("ROUTES", "connection.*=drop"), ("RUST_LOG", "info,nectar_webhooks=debug")];
+    let (_, lines) = invoke_binary(env!("CARGO_BIN_EXE_router"), "nectar-router", &env, request_id, event).await;
+    let routed: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "routed").collect();
+    assert_eq!(routed.len(), 2, "{lines:#?}");
+    assert_eq!(
+        (routed[0]["webhook_id"].clone(), routed[0]["event_type"].clone(), routed[0]["route"].clone()),
+        (json!("msg_routed"), json!("connection.updated.v2"), json!("connection.*")),
+        "the detail Logs Insights reads"
+    );
+    assert!(routed[0]["age_secs"].as_i64().unwrap() >= 3);
+    assert!(routed[0].get("_aws").is_none(), "{}", routed[0]);
 }

@@ -777,15 +777,18 @@ class TemplateInvariants(unittest.TestCase):
                         f"an archive failure must raise an alarm; alarms watch {sorted(map(str, alarmed))}")
 
 
-    def test_o_every_function_logs_one_line_per_webhook_and_no_platform_records(self):
+    def test_o_every_function_logs_by_the_log_level_and_no_platform_records(self):
         """(o) Log volume, billed per byte (BENCHMARKS.md section 6): every function logs in JSON
         with SystemLogLevel WARN, which drops Lambda's platform.start and platform.report records
         (about 340 bytes an invocation, more than the function's own line), and takes RUST_LOG from
-        the LogLevel parameter: info (the default) or warn, nothing else."""
+        the LogLevel parameter: info (the default: a line per batch), warn, or debug (a line per
+        webhook per function), which is this crate's lines only, not the AWS SDK's."""
         p = RAW.get("Parameters", {}).get("LogLevel")
         self.assertIsNotNone(p, "no LogLevel parameter")
         self.assertEqual(p.get("Default"), "info", "LogLevel Default")
-        self.assertEqual(sorted(p.get("AllowedValues", [])), ["info", "warn"], "LogLevel AllowedValues")
+        self.assertEqual(sorted(p.get("AllowedValues", [])), ["debug", "info", "warn"], "LogLevel AllowedValues")
+        self.assertEqual(RAW.get("Conditions", {}).get("LogsEachWebhook"),
+                         {"Fn::Equals": [{"Ref": "LogLevel"}, "debug"]}, "LogsEachWebhook")
         t = Template(RAW)
         defaults = t.globals.get("Function", {})
         for function in t.functions():
@@ -796,7 +799,11 @@ class TemplateInvariants(unittest.TestCase):
                 self.assertNotIn("ApplicationLogLevel", config, f"{function}: Lambda would filter the lines "
                                  "itself; RUST_LOG does, and EMF lines must pass")
                 env = {**defaults.get("Environment", {}).get("Variables", {}), **t.env(function)}
-                self.assertEqual(env.get("RUST_LOG"), {"Ref": "LogLevel"}, f"{function} RUST_LOG")
+                self.assertEqual(env.get("RUST_LOG"), {"Ref": "LogLevel"}, f"{function} RUST_LOG at the defaults")
+        rust_log = RAW.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}).get("RUST_LOG")
+        self.assertEqual(rust_log,
+                         {"Fn::If": ["LogsEachWebhook", "info,nectar_webhooks=debug", {"Ref": "LogLevel"}]},
+                         "RUST_LOG at LogLevel debug")
 
 if __name__ == "__main__":
     sys.exit(run(TemplateInvariants))

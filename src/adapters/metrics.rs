@@ -1,9 +1,10 @@
 //! CloudWatch metrics without an SDK, an API call or a line of their own:
 //! the log line that records a webhook's outcome carries its metrics in
 //! [Embedded Metric Format](https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html),
-//! which CloudWatch Logs extracts. One line per webhook per function, never
-//! two: log bytes are billed ($0.50 per GB), and at `RUST_LOG=warn` a
-//! webhook that went well writes nothing at all.
+//! which CloudWatch Logs extracts. Never a line of its own: log bytes are
+//! billed ($0.50 per GB). A webhook that went well writes no line of its own
+//! at `info` (the router's batch line names it) and nothing at `warn`; the
+//! lines that count something are written at every level.
 //!
 //! Only what goes wrong is a custom metric: CloudWatch bills every metric
 //! that received data in a month ($0.30 each), so a metric counting what
@@ -11,8 +12,8 @@
 //! webhooks. The counts of what went right are AWS's own: `Invocations`
 //! and `UrlRequestCount` (Lambda), `Count` (API Gateway),
 //! `NumberOfMessagesSent` and `ApproximateAgeOfOldestMessage` (SQS); the
-//! detail by event type and route is in the `routed` lines, for Logs
-//! Insights. A failure metric is billed only in a month it happened.
+//! detail by event type and route is in the `routed` lines (`LogLevel`
+//! `debug`) and the archive, for Logs Insights and Athena. A failure metric is billed only in a month it happened.
 //!
 //! The core knows nothing of metrics; this module reads the typed `outcome`
 //! field of a line ([`Outcome`]), never its wording:
@@ -22,7 +23,8 @@
 //! | `queued` | none: Lambda's `Invocations`, SQS's `NumberOfMessagesSent` |
 //! | `rejected` (`reason`) | `Rejected` (the reason is in the line) |
 //! | `not_queued` | `EnqueueFailed` |
-//! | `routed` (`duplicates`, `unknown_fields`) | `DuplicatesSkipped`, only when there were any; `UnknownFields` (also by `EventType`, Nectar's twelve or `other`), only when the payload had fields the model does not name |
+//! | `routed` (`duplicates`, `unknown_fields`) | `DuplicatesSkipped`, only when there were any; `UnknownFields` (also by `EventType`, Nectar's twelve or `other`), only when the payload had fields the model does not name (both lines are `warn`, the others `debug`) |
+//! | `batch_routed` | none: the batch's line naming the webhooks it routed |
 //! | `not_routed` | `DeliveryFailures` |
 //! | `dead_lettered` | `DeadLettered` |
 //! | `not_archived` | `ArchiveFailures` |
@@ -56,7 +58,7 @@ impl Metric {
 fn metrics_for(outcome: Outcome, fields: &Map<String, Value>) -> Vec<Metric> {
     let positive = |name: &str| fields.get(name).filter(|n| n.as_u64().is_some_and(|n| n > 0));
     match outcome {
-        Outcome::Queued => vec![],
+        Outcome::Queued | Outcome::BatchRouted => vec![],
         Outcome::Rejected => vec![Metric::count("Rejected", json!(1))],
         Outcome::NotQueued => vec![Metric::count("EnqueueFailed", json!(1))],
         Outcome::Routed => {

@@ -125,7 +125,8 @@ Environment:
   TLS_SYSTEM_ROOTS         true: also trust the system's CA bundle for AWS endpoints
   AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...
                            As the AWS SDKs read them, for SQS, EventBridge and S3
-  RUST_LOG                 Log filter (default info); NO_COLOR=1 turns colour off";
+  RUST_LOG                 Log filter (default info,nectar_webhooks=debug: a line per
+                           webhook); NO_COLOR=1 turns colour off";
 
 /// Where `send` and `sign` get the signing secret: `--secret-file`, else
 /// `--secret`, else `WEBHOOK_SECRET`.

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{debug, error, warn};
 
 /// The path prefix before the source name: `/webhooks/{source}`.
 pub const WEBHOOK_PATH_PREFIX: &str = "webhooks";
@@ -245,8 +245,11 @@ impl<Q: Queue> Ingest<Q> {
     ) -> http::Response<String> {
         let webhook_id = claimed_id(request.headers);
         match self.handle(request, deadline).await {
+            // Queued is `debug`: the router's batch line names every webhook
+            // it routed, and a line here too would cost more than the rest
+            // of ingest's invocation (BENCHMARKS.md section 6).
             Ok(accepted) => {
-                info!(
+                debug!(
                     outcome = Outcome::Queued.as_str(),
                     webhook_id = %accepted.id,
                     source = %accepted.source,

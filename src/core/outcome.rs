@@ -19,6 +19,8 @@ pub enum Outcome {
     NotQueued,
     /// Delivered to every destination of its route, or found delivered.
     Routed,
+    /// A batch's routed webhooks, named in one line.
+    BatchRouted,
     /// A destination or the store failed; the record is retried.
     NotRouted,
     /// Given up after its last allowed receive, with its reason.
@@ -28,11 +30,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Self::Queued,
         Self::Rejected,
         Self::NotQueued,
         Self::Routed,
+        Self::BatchRouted,
         Self::NotRouted,
         Self::DeadLettered,
         Self::NotArchived,
@@ -44,6 +47,7 @@ impl Outcome {
             Self::Rejected => "rejected",
             Self::NotQueued => "not_queued",
             Self::Routed => "routed",
+            Self::BatchRouted => "batch_routed",
             Self::NotRouted => "not_routed",
             Self::DeadLettered => "dead_lettered",
             Self::NotArchived => "not_archived",

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One routed webhook as a destination receives it.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +111,59 @@ pub struct Routed {
     /// Field paths of the payload the typed model does not name
     /// ([`drift::unknown_paths`]): Nectar's schema drifting.
     pub unknown_fields: usize,
+}
+
+/// A record routed, as its batch's one line names it.
+#[derive(Debug)]
+struct RoutedRecord {
+    webhook_id: String,
+    delivered: usize,
+    duplicates: usize,
+    age_secs: Option<i64>,
+}
+
+/// What a batch routed, written as one `info` line once the batch is done.
+/// One line per batch rather than one per webhook: a line per webhook per
+/// function (about 650 bytes) cost $0.33 per million webhooks, more than
+/// the idempotency table's claims; the batch's line names every webhook id in
+/// about 55 bytes each (BENCHMARKS.md section 6). The detail of each webhook
+/// is a `debug` line (`LogLevel` `debug`).
+#[derive(Debug, Default)]
+struct BatchLine {
+    /// The ids, space-separated: `filter webhook_ids like "msg_…"` finds one.
+    webhook_ids: String,
+    routed: usize,
+    delivered: usize,
+    duplicates: usize,
+    oldest_age_secs: Option<i64>,
+}
+
+impl BatchLine {
+    fn add(&mut self, record: RoutedRecord) {
+        if !self.webhook_ids.is_empty() {
+            self.webhook_ids.push(' ');
+        }
+        self.webhook_ids.push_str(&record.webhook_id);
+        self.routed += 1;
+        self.delivered += record.delivered;
+        self.duplicates += record.duplicates;
+        self.oldest_age_secs = self.oldest_age_secs.max(record.age_secs);
+    }
+
+    fn write(self) {
+        if self.routed > 0 {
+            info!(
+                outcome = Outcome::BatchRouted.as_str(),
+                routed = self.routed,
+                // Only when they differ from `routed`: fan-out, drops, duplicates.
+                delivered = (self.delivered != self.routed).then_some(self.delivered),
+                duplicates = (self.duplicates > 0).then_some(self.duplicates),
+                oldest_age_secs = self.oldest_age_secs,
+                webhook_ids = %self.webhook_ids,
+                "webhooks routed"
+            );
+        }
+    }
 }
 
 /// One message of a batch, as its queue identifies it.
@@ -257,6 +310,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
         let mut unreadable_before = false;
         let mut failures: Vec<(usize, Failure)> = Vec::new();
         let mut to_archive: Vec<(usize, String, Result<Vec<u8>, ArchiveError>)> = Vec::new();
+        let mut batch_line = BatchLine::default();
         loop {
             while let Some((index, record)) =
                 records.next_if(|(_, r)| r.claim_check.is_none() || payloads_held < PAYLOADS_AT_ONCE)
@@ -316,19 +370,25 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                     }
                 }
                 Some(Event::Routed(routed)) => {
-                    for (lane_index, index, failure, held) in routed {
+                    for (lane_index, index, outcome, held) in routed {
                         payloads_held -= usize::from(held);
                         let lane = &mut lanes[lane_index];
                         lane.busy = false;
-                        if let Some(failure) = failure {
-                            lane.held_back =
-                                lane.resource.as_ref().map(|_| RecordError::HeldBack(failure.id.clone()).to_string());
-                            failures.push((index, failure));
+                        match outcome {
+                            Ok(record) => batch_line.add(record),
+                            Err(failure) => {
+                                lane.held_back = lane
+                                    .resource
+                                    .as_ref()
+                                    .map(|_| RecordError::HeldBack(failure.id.clone()).to_string());
+                                failures.push((index, failure));
+                            }
                         }
                     }
                 }
             }
         }
+        batch_line.write();
         self.archive_all(to_archive, &mut failures).await;
         failures.sort_by_key(|(index, _)| *index);
         failures.into_iter().map(|(_, failure)| failure).collect()
@@ -453,9 +513,12 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
     }
 
     /// Routes one wave and logs each record's outcome; says for each record
-    /// which lane, which record, whether it failed, and whether it held a
+    /// which lane, which record, how it ended, and whether it held a
     /// claim-checked payload.
-    async fn route_wave(&self, mut wave: Vec<(usize, Ready)>) -> Vec<(usize, usize, Option<Failure>, bool)> {
+    async fn route_wave(
+        &self,
+        mut wave: Vec<(usize, Ready)>,
+    ) -> Vec<(usize, usize, Result<RoutedRecord, Failure>, bool)> {
         wave.sort_by_key(|(_, ready)| ready.index);
         let mut plans = Vec::new();
         let mut records = Vec::new();
@@ -476,49 +539,51 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             .into_iter()
             .map(|(lane, index, id, holds_payload, webhook_id, signed_at, outcome)| {
                 let outcome = outcome.or_else(|| delivered.next()).expect("one outcome per plan");
-                (lane, index, self.logged(id, &webhook_id, signed_at, outcome), holds_payload)
+                (lane, index, self.logged(id, webhook_id, signed_at, outcome), holds_payload)
             })
             .collect()
     }
 
-    /// Logs a record's outcome; returns it if it failed.
+    /// Logs a record's outcome: a failure at `error`; a webhook routed at
+    /// `warn` when some destination had it already or its payload has
+    /// fields the model does not name (so their metrics are kept at
+    /// `LogLevel` `warn` too), else at `debug` (its batch's line names it).
     fn logged(
         &self,
         id: String,
-        webhook_id: &str,
+        webhook_id: String,
         signed_at: Option<i64>,
         outcome: Result<Routed, RecordError>,
-    ) -> Option<Failure> {
+    ) -> Result<RoutedRecord, Failure> {
         match outcome {
             Ok(routed) => {
                 let age_secs = signed_at.map(|t| self.clock.now_unix().saturating_sub(t));
-                // A payload with fields the model does not know is a warning, so
-                // that the UnknownFields metric it carries is kept at LOG_LEVEL=warn too.
+                macro_rules! routed_line {
+                    ($level:ident, $message:literal) => {
+                        $level!(
+                            outcome = Outcome::Routed.as_str(),
+                            webhook_id,
+                            event_type = %routed.event_type,
+                            route = %routed.route,
+                            delivered = routed.delivered,
+                            duplicates = routed.duplicates,
+                            age_secs,
+                            unknown_fields = routed.unknown_fields,
+                            $message
+                        )
+                    };
+                }
                 if routed.unknown_fields > 0 {
-                    warn!(
-                        outcome = Outcome::Routed.as_str(),
-                        webhook_id,
-                        event_type = %routed.event_type,
-                        route = %routed.route,
-                        delivered = routed.delivered,
-                        duplicates = routed.duplicates,
-                        age_secs,
-                        unknown_fields = routed.unknown_fields,
+                    routed_line!(
+                        warn,
                         "webhook routed; its payload has fields the model does not name (see `nectar-webhooks drift`)"
                     );
+                } else if routed.duplicates > 0 {
+                    routed_line!(warn, "webhook routed; destinations that had it already were skipped");
                 } else {
-                    info!(
-                        outcome = Outcome::Routed.as_str(),
-                        webhook_id,
-                        event_type = %routed.event_type,
-                        route = %routed.route,
-                        delivered = routed.delivered,
-                        duplicates = routed.duplicates,
-                        age_secs,
-                        "webhook routed"
-                    );
+                    routed_line!(debug, "webhook routed");
                 }
-                None
+                Ok(RoutedRecord { webhook_id, delivered: routed.delivered, duplicates: routed.duplicates, age_secs })
             }
             Err(err) => {
                 error!(
@@ -528,7 +593,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
                     error = %err,
                     "webhook not routed; will be retried"
                 );
-                Some(Failure { id, reason: err.to_string() })
+                Err(Failure { id, reason: err.to_string() })
             }
         }
     }
@@ -583,7 +648,7 @@ impl<D: Deliver, S: SeenStore> Router<D, S> {
             leases.push(match claim {
                 Ok(Claim::Acquired(lease)) => Some(lease),
                 Ok(Claim::AlreadyDelivered) => {
-                    warn!(webhook_id = %plans[*p].envelope.id, %destination, "duplicate webhook; already delivered, skipped");
+                    debug!(webhook_id = %plans[*p].envelope.id, %destination, "duplicate webhook; already delivered, skipped");
                     tally.duplicates += 1;
                     None
                 }
@@ -761,7 +826,7 @@ enum Event {
     Settled,
     /// A wave is done: for each of its records, its lane, its place in the
     /// batch, its failure if it failed, and whether it held a payload.
-    Routed(Vec<(usize, usize, Option<Failure>, bool)>),
+    Routed(Vec<(usize, usize, Result<RoutedRecord, Failure>, bool)>),
 }
 
 /// Reports a record not attempted because an earlier one failed.
