@@ -15,7 +15,15 @@
 //! Route tables: one SQS destination, fan-out to three, one FIFO queue, one
 //! EventBridge bus; each at `RUST_LOG=info` (the default) and `warn`, and
 //! at `info` with the archive on (a Firehose stream on moto, which writes
-//! to S3 at once: the bytes it stored are counted too).
+//! to S3 at once: the bytes it stored are counted too). One SQS destination
+//! also at the template's `LogLevel` `debug` (a line per webhook per
+//! function), and at `info` one webhook a batch: a trickle, as a team
+//! receiving 100,000 webhooks a month (one every 26 s) sees it.
+//!
+//! The one-SQS-queue `info` run, the goal's, is made three times.
+//!
+//! Webhook ids are as long as Svix's (`msg_` and 27 characters): the
+//! router's batch line names each.
 //! Writes the counts to `$BENCH_DIR/cost.json`; `scripts/cost_report.py`
 //! multiplies them by the prices in `benches/cost/prices.json`.
 
@@ -170,9 +178,11 @@ fn payload(event_type: &str, n: usize) -> Vec<u8> {
     let path = format!("{}/events/payloads/{event_type}.json", env!("CARGO_MANIFEST_DIR"));
     let mut value: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("a sample")).expect("JSON");
     value["id"] = json!(format!("res-{:04}", n % RESOURCES));
-    value["padding"] = json!("");
+    // Padded in a field the model names: a field it does not would be
+    // schema drift, which the router logs (and counts) for every webhook.
+    let name = value["company"]["name"].as_str().expect("every sample names its company").to_owned();
     let short = BODY_BYTES.saturating_sub(serde_json::to_vec(&value).expect("serialisable").len());
-    value["padding"] = json!("p".repeat(short));
+    value["company"]["name"] = json!(format!("{name}{}", "p".repeat(short)));
     serde_json::to_vec(&value).expect("serialisable")
 }
 
@@ -256,9 +266,15 @@ async fn destinations(routes: Routes) -> (String, Vec<String>) {
     }
 }
 
+/// The template's `LogLevel` as the `RUST_LOG` it sets.
+fn rust_log(level: &str) -> String {
+    if level == "debug" { "info,nectar_webhooks=debug".to_owned() } else { level.to_owned() }
+}
+
 /// One run: `webhooks` through ingest and the router with `routes` at
-/// `level`, archived when `archive` says.
-async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: usize) -> Value {
+/// `level`, archived when `archive` says, the router handed at most `batch`
+/// at a time.
+async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, batch: i32, webhooks: usize) -> Value {
     let sqs = support::sqs_client();
     let (ingest_queue, dlq) = support::create_queue_with_dlq(&sqs, "cost-ingest", 5).await;
     let table = support::create_idempotency_table(&support::dynamodb_client()).await;
@@ -283,7 +299,7 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
         "ingest",
         &[
             ("AWS_ENDPOINT_URL", ingest_proxy.url.clone()),
-            ("RUST_LOG", level.to_owned()),
+            ("RUST_LOG", rust_log(level)),
             ("WEBHOOK_SECRET_ARN", secret_arn),
             ("QUEUE_URL", ingest_queue.clone()),
         ],
@@ -292,7 +308,7 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
     let archive_stream = if archive { Some(support::create_archive_stream(&s3).await) } else { None };
     let mut router_env = vec![
         ("AWS_ENDPOINT_URL", router_proxy.url.clone()),
-        ("RUST_LOG", level.to_owned()),
+        ("RUST_LOG", rust_log(level)),
         ("ROUTES", route_table),
         ("IDEMPOTENCY_TABLE", table),
         ("DEAD_LETTER_QUEUE_URL", dlq),
@@ -309,10 +325,12 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
     let init_calls = (ingest_proxy.take(), router_proxy.take());
 
     let cpu_before = ingest.cpu();
+    let run_tag = support::unique_name("c");
     for n in 0..webhooks {
         let event_type = EVENT_TYPES[n % EVENT_TYPES.len()];
         let body = payload(event_type, n);
-        let id = format!("msg_cost_{}_{n:06}", support::unique_name(routes.key()));
+        let id = format!("msg_{:x<27}", format!("{run_tag}_{n:06}"));
+        assert_eq!(id.len(), 31, "{id}: a Svix id's length");
         let now = support::now();
         let signature = sign(SECRET, &id, now, &body).expect("a symmetric secret");
         let signed = Signed {
@@ -339,7 +357,7 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
         let received = source
             .receive_message()
             .queue_url(&ingest_queue)
-            .max_number_of_messages(10)
+            .max_number_of_messages(batch)
             .message_attribute_names("All")
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()
@@ -377,6 +395,7 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
     assert_eq!(routed, webhooks, "every webhook reached the router");
     router_usage.cpu = router.cpu() - cpu_before;
     router_usage.add_lines(&router.take_lines(), &mut metrics);
+    assert!(metrics.is_empty(), "webhooks that fit the model and went well publish no metric: {metrics:?}");
 
     for queue in &destination_queues {
         let arrived = support::drain(&sqs, queue, webhooks).await;
@@ -404,9 +423,10 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
     let mut init = calls("ingest", &init_calls.0);
     init.extend(calls("router", &init_calls.1));
     println!(
-        "cost {:<28} {level:>4}{}: ingest {:>6.0} B/webhook of logs, router {:>6.0} B/webhook; {} kinds of request",
+        "cost {:<28} {level:>5}{}{}: ingest {:>6.0} B/webhook of logs, router {:>6.0} B/webhook; {} kinds of request",
         routes.name(),
         if archive { " +archive" } else { "" },
+        if batch == 1 { " one a batch" } else { "" },
         ingest_usage.log_bytes as f64 / webhooks as f64,
         router_usage.log_bytes as f64 / webhooks as f64,
         requests.len()
@@ -416,6 +436,7 @@ async fn run(dir: &Path, routes: Routes, level: &str, archive: bool, webhooks: u
         "routes_name": routes.name(),
         "log_level": level,
         "archive": archive,
+        "batch": batch,
         "archived_bytes": archived_bytes,
         "webhooks": webhooks,
         "body_bytes": BODY_BYTES,
@@ -459,8 +480,19 @@ fn main() {
     let mut runs = Vec::new();
     for routes in Routes::ALL {
         for (level, archive) in [("info", false), ("warn", false), ("info", true)] {
-            runs.push(runtime.block_on(run(&dir, routes, level, archive, webhooks)));
+            runs.push(runtime.block_on(run(&dir, routes, level, archive, 10, webhooks)));
         }
+    }
+    for (level, batch) in [("debug", 10), ("info", 1)] {
+        runs.push(runtime.block_on(run(&dir, Routes::OneSqs, level, false, batch, webhooks)));
+    }
+    // The goal's row twice more: its Lambda duration, wall-clock on moto and
+    // CPU time in 10 ms ticks, varies by about a cent between runs, as much
+    // as the goal's margin; the report judges the goal by the worst.
+    for repeat in 1..=2 {
+        let mut again = runtime.block_on(run(&dir, Routes::OneSqs, "info", false, 10, webhooks));
+        again["repeat"] = json!(repeat);
+        runs.push(again);
     }
     std::fs::create_dir_all(&out).expect("a writable target directory");
     let path = out.join("cost.json");
