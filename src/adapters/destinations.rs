@@ -17,7 +17,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Mutex;
-use tracing::info;
+use tracing::debug;
 
 /// Delivers to SQS queues (standard and FIFO), EventBridge buses, typed
 /// handlers, JSON-lines files, standard output, or nowhere.
@@ -189,7 +189,9 @@ impl Deliver for Destinations {
                     .map_err(|err| DeliveryError(format!("stdout: {err}")))
             }
             Destination::Drop => {
-                info!(webhook_id = %delivery.envelope.id, event_type = delivery.event_type, "webhook dropped by route");
+                // `debug`, as every line of a webhook that went well: its
+                // batch's line names it.
+                debug!(webhook_id = %delivery.envelope.id, event_type = delivery.event_type, "webhook dropped by route");
                 Ok(())
             }
         }
