@@ -825,7 +825,7 @@ enum Event {
     /// Nothing more can be read without waiting, and no wave is under way.
     Settled,
     /// A wave is done: for each of its records, its lane, its place in the
-    /// batch, its failure if it failed, and whether it held a payload.
+    /// batch, how it ended, and whether it held a payload.
     Routed(Vec<(usize, usize, Result<RoutedRecord, Failure>, bool)>),
 }
 
