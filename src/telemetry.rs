@@ -1,7 +1,8 @@
 //! Log set-up. In Lambda: one flat JSON object per line (CloudWatch's JSON
-//! log format) carrying the invocation's `requestId`; a line that records a
-//! webhook's failure also carries its CloudWatch metric in Embedded Metric
-//! Format ([`crate::adapters::metrics`]). On a terminal: compact text on
+//! log format) carrying the invocation's `requestId`; a line that records
+//! something going wrong (a failure, a duplicate, an unknown field) also
+//! carries its CloudWatch metric in Embedded Metric Format
+//! ([`crate::adapters::metrics`]). On a terminal: compact text on
 //! stderr.
 //!
 //! `RUST_LOG` filters the lines. In Lambda the default is `info`: the router
@@ -58,8 +59,9 @@ pub fn init_lambda() {
 /// of the spans it happened in. `lambda_runtime` runs each invocation in a
 /// span `Lambda runtime invoke` with `requestId` and `xrayTraceId`, so every
 /// line of an invocation carries them at the top level, as Lambda's own JSON
-/// log records do; the trace id only when the trace is sampled. A line of this crate whose `outcome`
-/// counts a metric is also an EMF document (`Function`, the metric, `_aws`).
+/// log records do (the trace id only when the trace is sampled). A line of
+/// this crate whose `outcome` counts a metric is also an EMF document
+/// (`Function`, the metric, `_aws`).
 pub fn lambda_subscriber<L>(filter: Targets, function: impl Into<String>, logs: L) -> impl Subscriber + Send + Sync
 where
     L: for<'w> MakeWriter<'w> + Send + Sync + 'static,
