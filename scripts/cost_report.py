@@ -155,10 +155,15 @@ def runs(cost):
     return [r for r in cost["runs"] if not r.get("repeat")]
 
 
+def url_total(run, platform):
+    """All of a run's items, dollars per million webhooks through a function URL."""
+    return sum(per_webhook_items(run, "url", platform)[0].values()) * 1e6
+
+
 def goal_totals(cost, platform):
     """Every run of the goal's row (one SQS queue, info, batches of 10),
     repeats too: dollars per million through a function URL."""
-    return [sum(per_webhook_items(r, "url", platform)[0].values()) * 1e6 for r in cost["runs"]
+    return [url_total(r, platform) for r in cost["runs"]
             if r["routes"] == "sqs" and r["log_level"] == "info" and not r.get("archive") and batch(r) == 10]
 
 
@@ -173,14 +178,14 @@ def cost_table(cost, label, platform):
     totals = {}
     for run in runs(cost):
         items, _ = per_webhook_items(run, "url", platform)
-        url_total = sum(items.values())
-        http_total = url_total + price("http_api_request")
+        url_usd = sum(items.values())
+        http_usd = url_usd + price("http_api_request")
         if not run.get("archive") and batch(run) == 10:
-            totals[(run["routes"], run["log_level"])] = (url_total * 1e6, http_total * 1e6)
+            totals[(run["routes"], run["log_level"])] = (url_usd * 1e6, http_usd * 1e6)
         cells = [money(items.get(i, 0.0) * 1e6) for i in ITEMS]
         cells[0] = "$0 / $1.00"
         rows.append(f"| {name(run)} | {run['log_level']} | " + " | ".join(cells)
-                    + f" | **{money(url_total * 1e6)}** | **{money(http_total * 1e6)}** |")
+                    + f" | **{money(url_usd * 1e6)}** | **{money(http_usd * 1e6)}** |")
     return "\n".join(rows), totals
 
 
@@ -226,7 +231,7 @@ def alarm_metrics(path=TEMPLATE_PATH):
 
 def trickle_total(cost, platform):
     """Dollars per million through a function URL, one webhook a batch."""
-    return sum(per_webhook_items(run_for(cost, "sqs", "info", size=1), "url", platform)[0].values()) * 1e6
+    return url_total(run_for(cost, "sqs", "info", size=1), platform)
 
 
 def monthly(cost, platform, level="info"):

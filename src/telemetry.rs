@@ -310,38 +310,63 @@ mod tests {
         }
     }
 
+    /// The router's clock in these tests.
+    const NOW: i64 = 1_764_201_600;
+
+    /// A record of webhook `id`, signed at `signed_at`, with `body`.
+    fn record(id: &str, signed_at: i64, body: Vec<u8>) -> crate::core::router::Record {
+        crate::core::router::Record {
+            id: format!("sqs-{id}"),
+            message: Ok(crate::core::envelope::Envelope {
+                source: "nectar".into(),
+                id: id.into(),
+                timestamp: signed_at,
+                body: body.into(),
+            }),
+            claim_check: None,
+            received: None,
+        }
+    }
+
+    /// A router of every webhook to a destination that takes it, at [`NOW`].
+    fn router() -> crate::core::router::Router<Accepting, crate::core::dedup::InMemorySeen> {
+        let table = crate::core::routing::RouteTable::parse("*=stdout").unwrap();
+        crate::core::router::Router::new(table, Accepting, crate::core::dedup::InMemorySeen::default())
+            .with_clock(std::sync::Arc::new(crate::core::clock::FixedClock(NOW)))
+    }
+
+    /// The lines `router` writes, filtered by `directives`, routing `records`,
+    /// every one of which must succeed.
+    fn routed(
+        router: &crate::core::router::Router<Accepting, crate::core::dedup::InMemorySeen>,
+        directives: &str,
+        records: Vec<crate::core::router::Record>,
+    ) -> Vec<Value> {
+        captured(directives, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let failed = runtime.block_on(router.route_batch(records));
+            assert!(failed.is_empty(), "{failed:?}");
+        })
+    }
+
     /// Schema drift reaches CloudWatch from the router's own line: a payload
     /// with a field the model does not name is routed with a warning that
     /// counts UnknownFields by event type, kept at LOG_LEVEL=warn; one that
     /// fits writes nothing at warn.
     #[test]
     fn the_router_counts_payloads_with_fields_the_model_does_not_name() {
-        use crate::core::envelope::Envelope;
-        use crate::core::router::{Record, Router};
         let sample: Value =
             serde_json::from_slice(include_bytes!("../events/payloads/document.created.v2.json")).unwrap();
         let mut drifted = sample.clone();
         drifted["site"]["region"] = json!("eu");
-        let record = |id: &str, body: &Value| Record {
-            id: format!("sqs-{id}"),
-            message: Ok(Envelope {
-                source: "nectar".into(),
-                id: id.into(),
-                timestamp: 1_764_201_600,
-                body: body.to_string().into(),
-            }),
-            claim_check: None,
-            received: None,
-        };
-        let table = crate::core::routing::RouteTable::parse("*=stdout").unwrap();
-        let router = Router::new(table, Accepting, crate::core::dedup::InMemorySeen::default())
-            .with_clock(std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600)));
-        let lines = captured("warn", || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let failed =
-                runtime.block_on(router.route_batch(vec![record("msg_fits", &sample), record("msg_new", &drifted)]));
-            assert!(failed.is_empty(), "{failed:?}");
-        });
+        let lines = routed(
+            &router(),
+            "warn",
+            vec![
+                record("msg_fits", NOW, sample.to_string().into()),
+                record("msg_new", NOW, drifted.to_string().into()),
+            ],
+        );
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert_eq!((lines[0]["webhook_id"].clone(), lines[0]["unknown_fields"].clone()), (json!("msg_new"), json!(1)));
         assert_eq!(
@@ -357,29 +382,10 @@ mod tests {
     /// line with the DuplicatesSkipped metric, kept at warn too.
     #[test]
     fn the_router_writes_one_line_per_batch_and_counts_duplicates_at_warn() {
-        use crate::core::envelope::Envelope;
-        use crate::core::router::{Record, Router};
         let sample = include_bytes!("../events/payloads/document.created.v2.json");
-        let record = |id: &str| Record {
-            id: format!("sqs-{id}"),
-            message: Ok(Envelope {
-                source: "nectar".into(),
-                id: id.into(),
-                timestamp: 1_764_201_598,
-                body: sample.to_vec().into(),
-            }),
-            claim_check: None,
-            received: None,
-        };
-        let table = crate::core::routing::RouteTable::parse("*=stdout").unwrap();
-        let router = Router::new(table, Accepting, crate::core::dedup::InMemorySeen::default())
-            .with_clock(std::sync::Arc::new(crate::core::clock::FixedClock(1_764_201_600)));
+        let router = router();
         let route = |directives: &str, ids: &[&str]| {
-            captured(directives, || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-                let failed = runtime.block_on(router.route_batch(ids.iter().map(|id| record(id)).collect()));
-                assert!(failed.is_empty(), "{failed:?}");
-            })
+            routed(&router, directives, ids.iter().map(|id| record(id, NOW - 2, sample.to_vec())).collect())
         };
 
         let lines = route("info", &["msg_a", "msg_b"]);
